@@ -1,0 +1,365 @@
+//! The command line: every subcommand, flag, environment variable and default.
+//!
+//! Each flag can also be set through the environment variable named in its help
+//! (`DUAL_INDEXER_…`); a flag given on the command line wins.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rdkafka::ClientConfig;
+
+use crate::pipeline::RunSettings;
+use crate::sink::RetryPolicy;
+use crate::telemetry::LogFormat;
+use crate::transform::VersionSource;
+
+/// `--version` output: the crate version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DUAL_INDEXER_GIT_COMMIT"),
+    ")"
+);
+
+/// dual-indexer replays a Kafka command topic into a new Elasticsearch cluster in the flattened
+/// keyToValue tag schema, as a sidecar beside the legacy indexer.
+#[derive(Debug, Parser)]
+#[command(name = "dual-indexer", version = VERSION, propagate_version = true, max_term_width = 100)]
+#[command(
+    after_help = "Exit codes: 0 success; 1 a check answered no (differences, lag above a threshold, a refused gate); 2 an error (bad configuration, an unreachable service, a fatal indexing error, or a subcommand that is not implemented yet)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format: text or json.
+    #[arg(
+        long,
+        global = true,
+        env = "DUAL_INDEXER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Log level filter (`info`, `debug`, or a tracing directive such as `dual_indexer=debug`). RUST_LOG overrides it.
+    #[arg(
+        long,
+        global = true,
+        env = "DUAL_INDEXER_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+    /// Send metrics to this statsd agent (HOST:PORT). No metrics are sent when unset.
+    #[arg(long, global = true, env = "DUAL_INDEXER_STATSD")]
+    pub statsd: Option<String>,
+    /// Prefix of every metric name.
+    #[arg(
+        long,
+        global = true,
+        env = "DUAL_INDEXER_METRICS_PREFIX",
+        default_value = "dual_indexer"
+    )]
+    pub metrics_prefix: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay the command topic into the new cluster (the sidecar indexer).
+    #[command(
+        after_help = "Example:\n  dual-indexer run --brokers 127.0.0.1:9092 --topic commands --es-url http://127.0.0.1:9201 --index tags-v2 --create-index --until-caught-up"
+    )]
+    Run(RunArgs),
+    /// Produce a seeded synthetic command stream (upserts, deletes, duplicates, stale versions, poison).
+    #[command(
+        after_help = "Example:\n  dual-indexer generate --brokers 127.0.0.1:9092 --topic commands --count 20000 --ids 5000 --seed 42"
+    )]
+    Generate(GenerateArgs),
+    /// Not implemented yet: per-partition lag and the caught-up status (issue 4).
+    Lag(Pending),
+    /// Not implemented yet: compare the legacy and new clusters (issue 5).
+    Verify(Pending),
+    /// Not implemented yet: copy history from the legacy cluster (issue 6).
+    Backfill(Pending),
+    /// Not implemented yet: create versioned indices (issue 4).
+    Index(Pending),
+    /// Not implemented yet: atomic alias swaps (issue 4).
+    Alias(Pending),
+    /// Not implemented yet: gated cutover of the read alias (issue 4).
+    Cutover(Pending),
+    /// Not implemented yet: swap the read alias back (issue 4).
+    Rollback(Pending),
+    /// Not implemented yet: print and validate the effective configuration (issue 7).
+    Config(Pending),
+}
+
+/// Arguments of a subcommand that does not exist yet; accepted so the refusal is honest.
+#[derive(Debug, Args)]
+pub struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+/// How to reach Kafka.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (comma-separated HOST:PORT).
+    #[arg(long, env = "DUAL_INDEXER_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Any librdkafka setting, as KEY=VALUE (repeatable), e.g. `--kafka security.protocol=SSL`.
+    #[arg(long = "kafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub kafka: Vec<(String, String)>,
+}
+
+impl KafkaArgs {
+    /// The librdkafka client configuration shared by consumers and producers.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "dual-indexer");
+        for (key, value) in &self.kafka {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (for example `security.protocol=SSL`)"
+        )),
+    }
+}
+
+/// `dual-indexer run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The command topic.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands")]
+    pub topic: String,
+    /// This indexer's consumer group. Must differ from the legacy indexer's.
+    #[arg(long, env = "DUAL_INDEXER_GROUP", default_value = "dual-indexer")]
+    pub group: String,
+    /// The legacy indexer's consumer group (only checked to differ from --group here).
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_LEGACY_GROUP",
+        default_value = "legacy-indexer"
+    )]
+    pub legacy_group: String,
+    /// Dead-letter topic. Default: the command topic's name with `.dlq` appended.
+    #[arg(long, env = "DUAL_INDEXER_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// The new cluster's URL.
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_ES_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
+    pub es_url: String,
+    /// The index or write alias to write to.
+    #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2")]
+    pub index: String,
+    /// Create the index from schemas/new-index-template.json if it does not exist.
+    #[arg(long, env = "DUAL_INDEXER_CREATE_INDEX")]
+    pub create_index: bool,
+    /// Where each write's external version comes from: offset, version or timestamp.
+    #[arg(long, env = "DUAL_INDEXER_VERSION_SOURCE", default_value = "offset")]
+    pub version_source: VersionSource,
+    /// Documents per bulk request.
+    #[arg(long, env = "DUAL_INDEXER_BATCH_MAX_DOCS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_max_docs: u64,
+    /// Bytes per bulk request (a batch is sent once it reaches this size).
+    #[arg(long, env = "DUAL_INDEXER_BATCH_MAX_BYTES", default_value_t = 5 << 20, value_parser = clap::value_parser!(u64).range(1024..=(100 << 20)))]
+    pub batch_max_bytes: u64,
+    /// Milliseconds a partly filled batch waits for more documents.
+    #[arg(long, env = "DUAL_INDEXER_LINGER_MS", default_value_t = 50)]
+    pub linger_ms: u64,
+    /// Bulk requests in flight at once.
+    #[arg(long, env = "DUAL_INDEXER_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_in_flight: u64,
+    /// Attempts per document for item-level 429/5xx before it is dead-lettered.
+    #[arg(long, env = "DUAL_INDEXER_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// First retry backoff in milliseconds (doubles per attempt, full jitter).
+    #[arg(long, env = "DUAL_INDEXER_RETRY_BASE_MS", default_value_t = 100)]
+    pub retry_base_ms: u64,
+    /// Largest retry backoff in milliseconds.
+    #[arg(long, env = "DUAL_INDEXER_RETRY_MAX_MS", default_value_t = 10_000)]
+    pub retry_max_ms: u64,
+    /// Timeout of one bulk request, in seconds.
+    #[arg(long, env = "DUAL_INDEXER_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+    /// Milliseconds between offset commits.
+    #[arg(long, env = "DUAL_INDEXER_COMMIT_INTERVAL_MS", default_value_t = 1000)]
+    pub commit_interval_ms: u64,
+    /// Exit 0 once every assigned partition is fully committed for --caught-up-checks checks in a row.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Consecutive caught-up checks (one per second) needed by --until-caught-up.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub caught_up_checks: u32,
+    /// Seconds a shutdown waits for in-flight work before committing what is final and exiting.
+    #[arg(long, env = "DUAL_INDEXER_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+    /// Seconds between progress log lines.
+    #[arg(long, env = "DUAL_INDEXER_PROGRESS_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_secs: u64,
+    /// Before starting, reset the group's offsets to the earliest retained, for a deliberate re-run.
+    /// Refused while the group may have active members.
+    #[arg(long)]
+    pub reset_to_earliest: bool,
+    /// With --reset-to-earliest: reset even when the group's membership cannot be read.
+    #[arg(long, requires = "reset_to_earliest")]
+    pub force: bool,
+}
+
+impl RunArgs {
+    /// The dead-letter topic's name.
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+
+    /// Validates what clap cannot and builds the pipeline settings.
+    pub fn settings(&self) -> Result<RunSettings, String> {
+        if self.group == self.legacy_group {
+            return Err(format!(
+                "--group `{}` is the legacy indexer's group; the new indexer needs its own group so that both consume the whole topic",
+                self.group
+            ));
+        }
+        if self.dlq_topic() == self.topic {
+            return Err("--dlq-topic must differ from --topic".into());
+        }
+        if self.retry_base_ms > self.retry_max_ms {
+            return Err(format!(
+                "--retry-base-ms ({}) exceeds --retry-max-ms ({})",
+                self.retry_base_ms, self.retry_max_ms
+            ));
+        }
+        for (key, value) in &self.kafka.kafka {
+            if key == "enable.auto.commit" && value != "false" {
+                return Err("--kafka enable.auto.commit cannot be enabled: offsets are committed only once a command is final".into());
+            }
+            if key == "group.id" {
+                return Err("set the consumer group with --group, not --kafka group.id".into());
+            }
+        }
+        Ok(RunSettings {
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            dlq_topic: self.dlq_topic(),
+            version_source: self.version_source,
+            batch_max_docs: self.batch_max_docs as usize,
+            batch_max_bytes: self.batch_max_bytes as usize,
+            linger: Duration::from_millis(self.linger_ms),
+            max_in_flight: self.max_in_flight as usize,
+            commit_interval: Duration::from_millis(self.commit_interval_ms.max(10)),
+            until_caught_up: self.until_caught_up.then_some(self.caught_up_checks),
+            caught_up_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            progress_interval: Duration::from_secs(self.progress_secs),
+        })
+    }
+
+    /// The retry policy for bulk items and requests.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            base: Duration::from_millis(self.retry_base_ms),
+            max: Duration::from_millis(self.retry_max_ms),
+        }
+    }
+}
+
+/// `dual-indexer generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The topic to produce to; created with --partitions if missing.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands")]
+    pub topic: String,
+    /// Partitions of the topic, if it has to be created.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..))]
+    pub partitions: i32,
+    /// Number of messages.
+    #[arg(long, default_value_t = 20_000)]
+    pub count: usize,
+    /// Number of distinct document ids.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ids: u64,
+    /// Tags per document (at most 20).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub tags: u64,
+    /// Seed; the same seed gives the same stream.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Plant one poison message every N messages (0: none).
+    #[arg(long, default_value_t = 500)]
+    pub poison_every: usize,
+    /// Print the messages as `key<TAB>payload` lines instead of producing them.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_refuses_the_legacy_group() {
+        let cli =
+            Cli::try_parse_from(["dual-indexer", "run", "--group", "legacy-indexer"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
+        let err = args.settings().unwrap_err();
+        assert!(err.contains("legacy indexer's group"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_what_it_accepts() {
+        let err = Cli::try_parse_from(["dual-indexer", "run", "--version-source", "seq"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--version-source")
+                && err.contains("accepted: offset, version, timestamp"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["dual-indexer", "run", "--kafka", "nonsense"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn auto_commit_cannot_be_switched_on() {
+        let cli =
+            Cli::try_parse_from(["dual-indexer", "run", "--kafka", "enable.auto.commit=true"])
+                .unwrap();
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
+        assert!(args.settings().unwrap_err().contains("enable.auto.commit"));
+    }
+}

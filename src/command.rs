@@ -1,0 +1,335 @@
+//! Decoding one message of the command topic into a [`Command`].
+//!
+//! The envelope is documented as a JSON Schema in `schemas/command.schema.json`; this decoder is
+//! the executable form of that schema, and `tests/command_schema.rs` checks that the two agree.
+//! Decoding borrows from the message payload wherever the JSON has no escapes, because this runs
+//! once per message on the hot path.
+//!
+//! Rules beyond plain JSON typing, each a rejection with a reason rather than a silent fix:
+//! - unknown envelope fields, unknown `type`s and duplicate keys anywhere in the envelope, `tags`
+//!   or `fields` are rejected (a duplicate key would make "which value wins" depend on the parser);
+//! - tag values must be strings, numbers or booleans; numbers and booleans are kept as their
+//!   JSON text (`3`, `2.5`, `true`), which is how the legacy `text` fields indexed them;
+//! - tag keys must be non-empty;
+//! - a delete carries neither `tags` nor `fields`;
+//! - `fields` may not contain `tags`, which the document schema owns;
+//! - a field value may nest arrays and objects at most [`MAX_FIELD_DEPTH`] levels deep (no
+//!   Elasticsearch mapping needs more, and a hostile payload should not reach the cluster).
+
+use std::borrow::Cow;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// What a command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Create the document or replace it whole.
+    Upsert,
+    /// Remove the document.
+    Delete,
+}
+
+/// How deeply a field value may nest arrays and objects.
+pub const MAX_FIELD_DEPTH: usize = 32;
+
+/// A tag as (key, value text).
+pub type Tag<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// A document field as (name, raw JSON value).
+pub type Field<'a> = (Cow<'a, str>, &'a RawValue);
+
+/// A decoded command, borrowing from the message payload.
+#[derive(Debug)]
+pub struct Command<'a> {
+    /// Upsert or delete.
+    pub kind: CommandKind,
+    /// The document id from the envelope, if it carries one.
+    pub id: Option<Cow<'a, str>>,
+    /// The envelope's `version` field.
+    pub version: Option<u64>,
+    /// The envelope's `timestamp` field (epoch milliseconds).
+    pub timestamp: Option<u64>,
+    /// Tags as (key, value text), sorted by key, keys unique.
+    pub tags: Vec<Tag<'a>>,
+    /// The document's other fields as (name, raw JSON), sorted by name, names unique.
+    pub fields: Vec<Field<'a>>,
+}
+
+/// Why a payload is not a valid command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+impl<'a> Command<'a> {
+    /// Decodes and validates one payload.
+    pub fn decode(payload: &'a [u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope<'a> = serde_json::from_slice(payload)
+            .map_err(|e| DecodeError(format!("not a valid command envelope: {e}")))?;
+        envelope.validate()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: CommandKind,
+    #[serde(borrow, default)]
+    id: Option<Text<'a>>,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    timestamp: Option<u64>,
+    #[serde(borrow, default)]
+    tags: Option<Entries<'a>>,
+    #[serde(borrow, default)]
+    fields: Option<Entries<'a>>,
+}
+
+impl<'a> Envelope<'a> {
+    fn validate(self) -> Result<Command<'a>, DecodeError> {
+        if self.kind == CommandKind::Delete && (self.tags.is_some() || self.fields.is_some()) {
+            return Err(DecodeError(
+                "a delete carries neither `tags` nor `fields`".into(),
+            ));
+        }
+        let tags = match self.tags {
+            Some(entries) => tag_values(entries.into_sorted_unique("tags")?)?,
+            None => Vec::new(),
+        };
+        let fields = match self.fields {
+            Some(entries) => entries.into_sorted_unique("fields")?,
+            None => Vec::new(),
+        };
+        if let Some((name, _)) = fields.iter().find(|(_, raw)| nesting_depth(raw.get()) > MAX_FIELD_DEPTH) {
+            return Err(DecodeError(format!(
+                "field `{name}` nests arrays or objects more than {MAX_FIELD_DEPTH} levels deep"
+            )));
+        }
+        if fields.iter().any(|(name, _)| name == "tags") {
+            return Err(DecodeError(
+                "`fields` may not contain `tags`; tags belong in the envelope's `tags` map".into(),
+            ));
+        }
+        Ok(Command {
+            kind: self.kind,
+            id: self.id.map(|t| t.0),
+            version: self.version,
+            timestamp: self.timestamp,
+            tags,
+            fields,
+        })
+    }
+}
+
+fn tag_values(entries: Vec<Field<'_>>) -> Result<Vec<Tag<'_>>, DecodeError> {
+    entries
+        .into_iter()
+        .map(|(key, raw)| {
+            if key.is_empty() {
+                return Err(DecodeError("tag keys must not be empty".into()));
+            }
+            let value = tag_value_text(&key, raw)?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The text a tag value is indexed as: strings as they are, numbers and booleans as their JSON text.
+fn tag_value_text<'a>(key: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
+    let text = raw.get();
+    let kind = match text.as_bytes().first() {
+        Some(b'"') => {
+            let Text(s) =
+                serde_json::from_str(text).map_err(|e| DecodeError(format!("tag `{key}`: {e}")))?;
+            return Ok(s);
+        }
+        Some(b't' | b'f' | b'-' | b'0'..=b'9') => return Ok(Cow::Borrowed(text)),
+        Some(b'n') => "null",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "an unknown JSON value",
+    };
+    Err(DecodeError(format!(
+        "tag `{key}` must be a string, number or boolean, got {kind}"
+    )))
+}
+
+/// The deepest nesting of arrays and objects in a valid JSON text.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (false, _, b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A string that borrows from the input when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A JSON object's members in document order, values kept raw.
+struct Entries<'a>(Vec<Field<'a>>);
+
+impl<'a> Entries<'a> {
+    fn into_sorted_unique(mut self, what: &str) -> Result<Vec<Field<'a>>, DecodeError> {
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = self.0.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(DecodeError(format!(
+                "`{what}` has the key `{}` more than once",
+                pair[0].0
+            )));
+        }
+        Ok(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for EntriesVisitor<'a> {
+            type Value = Entries<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    let value: &'de RawValue = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+
+        deserializer
+            .deserialize_map(EntriesVisitor(std::marker::PhantomData))
+            .map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Result<Command<'_>, DecodeError> {
+        Command::decode(json.as_bytes())
+    }
+
+    #[test]
+    fn upsert_with_tags_and_fields_is_decoded_sorted() {
+        let cmd = decode(
+            r#"{"type":"upsert","id":"d1","version":3,"tags":{"name":"dor","lastName":"sever"},"fields":{"title":"t","status":"open"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cmd.kind, CommandKind::Upsert);
+        assert_eq!(cmd.id.as_deref(), Some("d1"));
+        assert_eq!(cmd.version, Some(3));
+        let tags: Vec<_> = cmd.tags.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(tags, [("lastName", "sever"), ("name", "dor")]);
+        let fields: Vec<_> = cmd.fields.iter().map(|(k, v)| (&**k, v.get())).collect();
+        assert_eq!(fields, [("status", "\"open\""), ("title", "\"t\"")]);
+    }
+
+    #[test]
+    fn numbers_and_booleans_become_their_json_text() {
+        let cmd = decode(r#"{"type":"upsert","tags":{"n":42,"f":-2.5e3,"b":true}}"#).unwrap();
+        let tags: Vec<_> = cmd.tags.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(tags, [("b", "true"), ("f", "-2.5e3"), ("n", "42")]);
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let cmd = decode(r#"{"type":"upsert","tags":{"a\"b":"caf\u00e9"}}"#).unwrap();
+        assert_eq!(&*cmd.tags[0].0, "a\"b");
+        assert_eq!(&*cmd.tags[0].1, "café");
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let cases = [
+            (r#"{"type":"merge","id":"x"}"#, "unknown variant `merge`"),
+            (
+                r#"{"type":"upsert","colour":"red"}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"type":"upsert","tags":{"a":["x"]}}"#,
+                "tag `a` must be a string, number or boolean, got an array",
+            ),
+            (r#"{"type":"upsert","tags":{"a":null}}"#, "got null"),
+            (
+                r#"{"type":"upsert","tags":{"":"x"}}"#,
+                "tag keys must not be empty",
+            ),
+            (
+                r#"{"type":"upsert","tags":{"a":"1","a":"2"}}"#,
+                "`tags` has the key `a` more than once",
+            ),
+            (
+                r#"{"type":"upsert","fields":{"tags":"x"}}"#,
+                "`fields` may not contain `tags`",
+            ),
+            (
+                r#"{"type":"delete","id":"x","tags":{}}"#,
+                "a delete carries neither",
+            ),
+            (
+                r#"{"type":"upsert","id":"a","id":"b"}"#,
+                "duplicate field `id`",
+            ),
+            (r#"{"type":"upsert","id":7}"#, "invalid type: integer"),
+            (
+                r#"{"type":"upsert","version":-1}"#,
+                "invalid value: integer `-1`",
+            ),
+            (r#"{"type":"upsert""#, "EOF"),
+            (r#"[1,2]"#, "not a valid command envelope"),
+        ];
+        for (json, expected) in cases {
+            let err = decode(json).expect_err(json);
+            assert!(err.0.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_not_panicked_on() {
+        let err = Command::decode(b"{\"type\":\"upsert\",\"id\":\"\xff\"}").unwrap_err();
+        assert!(err.0.contains("not a valid command envelope"), "{err}");
+    }
+
+    #[test]
+    fn deeply_nested_json_is_rejected() {
+        let nested = format!(
+            r#"{{"type":"upsert","fields":{{"x":{}1{}}}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let err = decode(&nested).unwrap_err();
+        assert!(err.0.contains("field `x` nests arrays or objects more than 32 levels"), "{err}");
+    }
+
+    #[test]
+    fn nesting_depth_ignores_brackets_inside_strings() {
+        assert_eq!(nesting_depth(r#"{"a":[1,{"b":"[[[{{\"]]"}]}"#), 3);
+        assert_eq!(nesting_depth("1"), 0);
+    }
+}

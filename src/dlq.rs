@@ -1,0 +1,165 @@
+//! The dead-letter topic: where a command that cannot be applied goes, with why and from where.
+//!
+//! An entry carries the original key and payload byte for byte, and these headers:
+//!
+//! | header | value |
+//! |---|---|
+//! | `dual-indexer.error.class` | `decode`, `transform`, `mapping` or `retries_exhausted` |
+//! | `dual-indexer.error.reason` | a sentence; Elasticsearch's error type and reason where there is one |
+//! | `dual-indexer.error.es_type` | Elasticsearch's error type (only for `mapping` and `retries_exhausted`) |
+//! | `dual-indexer.source.topic` / `.partition` / `.offset` | where the command was read |
+//! | `dual-indexer.attempts` | bulk attempts made (0 if it never reached Elasticsearch) |
+//!
+//! A message's offset is final only once its dead letter is acknowledged by the broker, so a
+//! dead-letter topic that cannot be written holds its partition's commits back instead of losing
+//! the message.
+
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+/// Headers longer than this are cut, so one huge reason cannot make the dead letter itself too large.
+const MAX_REASON_BYTES: usize = 4096;
+
+/// Header names, shared with the tests and the README.
+pub mod headers {
+    /// Error class.
+    pub const CLASS: &str = "dual-indexer.error.class";
+    /// Human-readable reason.
+    pub const REASON: &str = "dual-indexer.error.reason";
+    /// Elasticsearch error type.
+    pub const ES_TYPE: &str = "dual-indexer.error.es_type";
+    /// Source topic.
+    pub const TOPIC: &str = "dual-indexer.source.topic";
+    /// Source partition.
+    pub const PARTITION: &str = "dual-indexer.source.partition";
+    /// Source offset.
+    pub const OFFSET: &str = "dual-indexer.source.offset";
+    /// Bulk attempts made.
+    pub const ATTEMPTS: &str = "dual-indexer.attempts";
+}
+
+/// One command on its way to the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Original key.
+    pub key: Option<Vec<u8>>,
+    /// Original payload.
+    pub payload: Vec<u8>,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Error class.
+    pub class: &'static str,
+    /// Reason.
+    pub reason: String,
+    /// Elasticsearch error type.
+    pub es_type: Option<String>,
+    /// Bulk attempts made.
+    pub attempts: u32,
+}
+
+/// A producer bound to one dead-letter topic.
+#[derive(Clone)]
+pub struct DeadLetterQueue {
+    producer: FutureProducer,
+    topic: String,
+    source_topic: String,
+}
+
+impl DeadLetterQueue {
+    /// A producer for `topic`, recording `source_topic` as every entry's origin.
+    pub fn new(config: &ClientConfig, topic: &str, source_topic: &str) -> anyhow::Result<Self> {
+        let producer = config
+            .clone()
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {e}"))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            source_topic: source_topic.to_owned(),
+        })
+    }
+
+    /// The dead-letter topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Writes one entry and waits for the broker's acknowledgement.
+    pub async fn send(&self, letter: &DeadLetter) -> Result<(), String> {
+        let partition = letter.partition.to_string();
+        let offset = letter.offset.to_string();
+        let attempts = letter.attempts.to_string();
+        let reason = cut(&letter.reason, MAX_REASON_BYTES);
+        let mut headers = OwnedHeaders::new_with_capacity(7)
+            .insert(Header {
+                key: headers::CLASS,
+                value: Some(letter.class),
+            })
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: headers::TOPIC,
+                value: Some(self.source_topic.as_str()),
+            })
+            .insert(Header {
+                key: headers::PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::OFFSET,
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: headers::ATTEMPTS,
+                value: Some(attempts.as_str()),
+            });
+        if let Some(es_type) = &letter.es_type {
+            headers = headers.insert(Header {
+                key: headers::ES_TYPE,
+                value: Some(es_type.as_str()),
+            });
+        }
+        let mut record = FutureRecord::to(&self.topic)
+            .payload(&letter.payload)
+            .headers(headers);
+        if let Some(key) = &letter.key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Duration::from_secs(0))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string())
+    }
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("aé", 2), "a");
+    }
+}

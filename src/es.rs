@@ -1,0 +1,99 @@
+//! Connecting to an Elasticsearch cluster and preparing its indices.
+//!
+//! The index mappings live in `schemas/` and are compiled in from there, so the service, its
+//! tests and its documentation all read the same file.
+
+use std::time::Duration;
+
+use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use serde_json::Value;
+
+/// The new cluster's index template (`schemas/new-index-template.json`).
+pub const NEW_INDEX_TEMPLATE: &str = include_str!("../schemas/new-index-template.json");
+
+/// Builds a client for one cluster.
+pub fn client(url: &str, timeout: Duration) -> anyhow::Result<Elasticsearch> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| anyhow::anyhow!("`{url}` is not a valid Elasticsearch URL: {e}"))?;
+    let transport = TransportBuilder::new(SingleNodeConnectionPool::new(parsed))
+        .timeout(timeout)
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the Elasticsearch client for {url}: {e}"))?;
+    Ok(Elasticsearch::new(transport))
+}
+
+/// Sends a JSON request and returns the status and parsed body (`Null` for an empty body).
+pub async fn request(
+    client: &Elasticsearch,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let bytes = body.map(serde_json::to_vec).transpose()?;
+    let response = client
+        .send(
+            method,
+            path,
+            HeaderMap::new(),
+            None::<&()>,
+            bytes.as_deref(),
+            None,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let status = response.status_code().as_u16();
+    let text = response.text().await?;
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, value))
+}
+
+/// Creates `index` with the settings and mappings of `template` unless an index or alias of that
+/// name exists. Returns whether it created it.
+pub async fn ensure_index(
+    client: &Elasticsearch,
+    index: &str,
+    template: &str,
+) -> anyhow::Result<bool> {
+    let (status, _) = request(client, Method::Head, &format!("/{index}"), None).await?;
+    if status == 200 {
+        return Ok(false);
+    }
+    let template: Value = serde_json::from_str(template)?;
+    let body = &template["template"];
+    let (status, reply) = request(client, Method::Put, &format!("/{index}"), Some(body)).await?;
+    match status {
+        200..=299 => Ok(true),
+        400 if reply.to_string().contains("already_exists") => Ok(false),
+        _ => anyhow::bail!("creating index `{index}` failed with HTTP {status}: {reply}"),
+    }
+}
+
+/// Makes recent writes visible to search (real Elasticsearch needs this; the stand-in does not).
+pub async fn refresh(client: &Elasticsearch, index: &str) -> anyhow::Result<()> {
+    let (status, reply) =
+        request(client, Method::Post, &format!("/{index}/_refresh"), None).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "refreshing `{index}` failed with HTTP {status}: {reply}"
+    );
+    Ok(())
+}
+
+/// Counts the documents in `index`.
+pub async fn count(client: &Elasticsearch, index: &str) -> anyhow::Result<u64> {
+    let (status, reply) = request(client, Method::Get, &format!("/{index}/_count"), None).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "counting `{index}` failed with HTTP {status}: {reply}"
+    );
+    reply["count"]
+        .as_u64()
+        .ok_or_else(|| anyhow::anyhow!("`{index}/_count` answered without a count: {reply}"))
+}

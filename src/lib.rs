@@ -1,0 +1,21 @@
+//! dual-indexer: replay a Kafka command topic into a new Elasticsearch cluster in the flattened
+//! `keyToValue` tag schema, beside the legacy indexer, with the tooling to prove the two clusters
+//! agree and to cut over.
+//!
+//! The modules follow the data:
+//! [`source`] (consume, track offsets, commit) → [`command`] (decode) → [`transform`] (new
+//! document schema) → [`sink`] (batch, send, classify per item, retry) → [`dlq`] (dead letters),
+//! tied together by [`pipeline`]. [`generate`] makes synthetic command streams; [`es`] prepares
+//! clusters; [`telemetry`] sets up logs and metrics.
+
+pub mod cli;
+pub mod command;
+pub mod dlq;
+pub mod es;
+pub mod generate;
+pub mod lag;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod transform;

@@ -1,0 +1,12 @@
+//! The bulk sink: send batches, classify every item, retry, and hand back final outcomes.
+//!
+//! - [`request`] builds `_bulk` bodies;
+//! - [`retry`] is the decision table (status → applied / already applied / retry / dead-letter / fatal);
+//! - [`service`] sends one batch until every item has a final outcome.
+
+pub mod request;
+pub mod retry;
+pub mod service;
+
+pub use request::{Batch, BatchItem, OpKind, Provenance};
+pub use service::{BulkSink, Fatal, ItemOutcome, RetryPolicy};

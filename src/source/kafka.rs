@@ -1,0 +1,129 @@
+//! The command-topic consumer and its rebalance hooks.
+//!
+//! The consumer never auto-commits. The pipeline commits what the [`OffsetTracker`] says is final.
+//! A rebalance is handled here, inside librdkafka's callback:
+//! - on revoke, the final prefix of each revoked partition is committed synchronously, then the
+//!   partition is dropped from the tracker. Work still in flight for it finishes, but is not
+//!   committed by us: the partition's next owner replays it, and external versions make the
+//!   repeat harmless;
+//! - on assign, each partition starts a fresh epoch in the tracker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::offsets::OffsetTracker;
+
+/// Shared between the consumer's callbacks and the pipeline.
+pub struct IndexerContext {
+    topic: String,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    rebalanced: Arc<AtomicBool>,
+}
+
+impl IndexerContext {
+    /// A context for `topic`, sharing `tracker` with the pipeline.
+    pub fn new(topic: &str, tracker: Arc<Mutex<OffsetTracker>>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            tracker,
+            rebalanced: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set after every assignment change; the pipeline clears it when it has re-applied pauses.
+    pub fn rebalanced_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.rebalanced)
+    }
+}
+
+impl ClientContext for IndexerContext {}
+
+impl ConsumerContext for IndexerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut commits = TopicPartitionList::new();
+        {
+            let mut tracker = lock(&self.tracker);
+            for element in revoked.elements_for_topic(&self.topic) {
+                if let Some(offset) = tracker.revoke(element.partition()) {
+                    let _ = commits.add_partition_offset(
+                        &self.topic,
+                        element.partition(),
+                        Offset::Offset(offset),
+                    );
+                }
+            }
+        }
+        let partitions: Vec<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        tracing::info!(topic = %self.topic, ?partitions, "partitions revoked");
+        if commits.count() > 0 {
+            if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
+                tracing::warn!(error = %e, "committing revoked partitions failed; their next owner replays from the previous commit");
+            }
+        }
+        self.rebalanced.store(true, Ordering::SeqCst);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let mut tracker = lock(&self.tracker);
+                let partitions: Vec<i32> = assigned
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                for p in &partitions {
+                    tracker.assign(*p);
+                }
+                tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+        self.rebalanced.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Locks the tracker; a poisoned lock only means another thread panicked mid-update, and the
+/// tracker's state is still a valid (conservative) record, so it is used as is.
+pub fn lock(tracker: &Mutex<OffsetTracker>) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    tracker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The consumer settings every indexer uses, before user overrides.
+pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("queued.max.messages.kbytes", "16384");
+    for (key, value) in base.config_map().iter() {
+        config.set(*key, *value);
+    }
+    config
+}
+
+/// Creates the consumer and subscribes it to `topic`.
+pub fn subscribe(
+    config: &ClientConfig,
+    context: IndexerContext,
+    topic: &str,
+) -> KafkaResult<StreamConsumer<IndexerContext>> {
+    let consumer: StreamConsumer<IndexerContext> = config.create_with_context(context)?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}

@@ -1,0 +1,72 @@
+//! Logs and metrics: `tracing` to stderr (text or JSON), `metrics` to statsd.
+//!
+//! Metric names are relative; the statsd exporter adds the prefix (`dual_indexer` by default),
+//! and labels become DogStatsD tags (`topic`, `partition`, `class`, `result`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use metrics_exporter_statsd::StatsdBuilder;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "`{other}` is not a log format; accepted: text, json"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Installs the global log subscriber. `RUST_LOG` overrides `level`.
+pub fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Sends metrics to the statsd agent at `address` (`host:port`) with `prefix`.
+pub fn init_statsd(address: &str, prefix: &str) -> anyhow::Result<()> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("statsd address `{address}` is not HOST:PORT"))?;
+    let recorder = StatsdBuilder::from(host, port)
+        .with_queue_size(65_536)
+        .with_buffer_size(1432)
+        .histogram_is_timer()
+        .build(Some(prefix))
+        .map_err(|e| anyhow::anyhow!("statsd exporter for {address}: {e}"))?;
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! From a decoded command to one versioned Elasticsearch write.
+//!
+//! [`prepare`] is the whole per-message transform: decode the envelope, resolve the document id
+//! and external version, and encode the document body for the target schema. It is pure, so the
+//! same function serves the live replay, the benchmarks and the property tests.
+//!
+//! Every write is a full-document `index` or a `delete`, both with `version_type=external`.
+//! Elasticsearch then keeps whichever write carries the highest version, so duplicates, replays
+//! and out-of-order deliveries all converge on the newest command per document, without scripts
+//! (real ES cannot version an `_update`, and the test stand-in has no painless).
+
+pub mod key_to_value;
+pub mod new_schema;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::command::{Command, CommandKind};
+
+/// Elasticsearch's limit on a document `_id`, in UTF-8 bytes.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Where a write's external version comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionSource {
+    /// The Kafka offset of the command. Right when one document's commands share a partition,
+    /// which keying the topic by document id guarantees.
+    #[default]
+    Offset,
+    /// The command's `version` field (a per-document sequence).
+    Version,
+    /// The command's `timestamp` field (epoch milliseconds).
+    Timestamp,
+}
+
+impl VersionSource {
+    /// The accepted spellings, for help texts and error messages.
+    pub const NAMES: &'static str = "offset, version, timestamp";
+}
+
+impl FromStr for VersionSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "offset" => Ok(Self::Offset),
+            "version" => Ok(Self::Version),
+            "timestamp" => Ok(Self::Timestamp),
+            other => Err(format!(
+                "`{other}` is not a version source; accepted: {}",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
+impl fmt::Display for VersionSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Offset => "offset",
+            Self::Version => "version",
+            Self::Timestamp => "timestamp",
+        })
+    }
+}
+
+/// What happens to the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Index this full `_source` (JSON bytes).
+    Index(Vec<u8>),
+    /// Delete the document.
+    Delete,
+}
+
+/// One versioned write, ready for the bulk encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The document `_id`.
+    pub id: String,
+    /// The external version.
+    pub version: u64,
+    /// Index or delete.
+    pub op: Op,
+}
+
+/// Why a command cannot become a write. It goes to the dead-letter topic with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The payload is not a valid command envelope.
+    #[error("{0}")]
+    Decode(String),
+    /// The command is valid JSON but breaks a rule of the document schema.
+    #[error("{0}")]
+    Transform(String),
+}
+
+impl Rejection {
+    /// The error class written to the dead-letter headers.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Decode(_) => "decode",
+            Self::Transform(_) => "transform",
+        }
+    }
+}
+
+/// The message a command arrived in: what the transform needs besides the payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The message key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The message offset in its partition.
+    pub offset: i64,
+}
+
+/// Decodes a payload and turns it into one write for the new schema.
+pub fn prepare(
+    payload: &[u8],
+    origin: Origin<'_>,
+    versions: VersionSource,
+) -> Result<Write, Rejection> {
+    let command = Command::decode(payload).map_err(|e| Rejection::Decode(e.0))?;
+    let id = document_id(&command, origin.key)?;
+    let version = external_version(&command, origin.offset, versions)?;
+    let op = match command.kind {
+        CommandKind::Delete => Op::Delete,
+        CommandKind::Upsert => Op::Index(new_schema::encode_document(&command)?),
+    };
+    Ok(Write { id, version, op })
+}
+
+/// The id from the envelope, or else the message key.
+fn document_id(command: &Command<'_>, key: Option<&[u8]>) -> Result<String, Rejection> {
+    let id = match (&command.id, key) {
+        (Some(id), _) => id.clone().into_owned(),
+        (None, Some(key)) => std::str::from_utf8(key)
+            .map_err(|_| {
+                Rejection::Decode("the command has no `id` and its message key is not UTF-8".into())
+            })?
+            .to_owned(),
+        (None, None) => {
+            return Err(Rejection::Decode(
+                "the command has no `id` and its message has no key".into(),
+            ))
+        }
+    };
+    if id.is_empty() {
+        return Err(Rejection::Transform("the document id is empty".into()));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Rejection::Transform(format!(
+            "the document id is {} bytes; Elasticsearch accepts at most {MAX_ID_BYTES}",
+            id.len()
+        )));
+    }
+    Ok(id)
+}
+
+fn external_version(
+    command: &Command<'_>,
+    offset: i64,
+    source: VersionSource,
+) -> Result<u64, Rejection> {
+    let (value, field) = match source {
+        VersionSource::Offset => {
+            return u64::try_from(offset)
+                .map_err(|_| Rejection::Transform(format!("negative offset {offset}")))
+        }
+        VersionSource::Version => (command.version, "version"),
+        VersionSource::Timestamp => (command.timestamp, "timestamp"),
+    };
+    value.ok_or_else(|| {
+        Rejection::Transform(format!(
+            "version_source is `{field}` but the command has no `{field}` field"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(key: Option<&[u8]>, offset: i64) -> Origin<'_> {
+        Origin { key, offset }
+    }
+
+    #[test]
+    fn the_id_falls_back_to_the_message_key() {
+        let w = prepare(
+            br#"{"type":"delete"}"#,
+            origin(Some(b"k1"), 7),
+            VersionSource::Offset,
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            Write {
+                id: "k1".into(),
+                version: 7,
+                op: Op::Delete
+            }
+        );
+    }
+
+    #[test]
+    fn the_envelope_id_wins_over_the_key() {
+        let w = prepare(
+            br#"{"type":"delete","id":"d"}"#,
+            origin(Some(b"k"), 0),
+            VersionSource::Offset,
+        )
+        .unwrap();
+        assert_eq!(w.id, "d");
+    }
+
+    #[test]
+    fn a_command_without_any_id_is_rejected() {
+        let err = prepare(
+            br#"{"type":"delete"}"#,
+            origin(None, 0),
+            VersionSource::Offset,
+        )
+        .unwrap_err();
+        assert_eq!(err.class(), "decode");
+        assert!(err.to_string().contains("no key"));
+    }
+
+    #[test]
+    fn oversized_ids_are_rejected_before_elasticsearch_sees_them() {
+        let payload = format!(r#"{{"type":"delete","id":"{}"}}"#, "x".repeat(513));
+        let err = prepare(payload.as_bytes(), origin(None, 0), VersionSource::Offset).unwrap_err();
+        assert!(err.to_string().contains("513 bytes"), "{err}");
+    }
+
+    #[test]
+    fn versions_come_from_the_configured_source() {
+        let payload = br#"{"type":"delete","id":"d","version":5,"timestamp":1700000000000}"#;
+        let at = |s| prepare(payload, origin(None, 42), s).unwrap().version;
+        assert_eq!(at(VersionSource::Offset), 42);
+        assert_eq!(at(VersionSource::Version), 5);
+        assert_eq!(at(VersionSource::Timestamp), 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_missing_version_field_is_a_rejection_not_a_default() {
+        let err = prepare(
+            br#"{"type":"delete","id":"d"}"#,
+            origin(None, 1),
+            VersionSource::Version,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no `version` field"), "{err}");
+    }
+
+    #[test]
+    fn version_source_names_round_trip() {
+        for s in ["offset", "version", "timestamp"] {
+            assert_eq!(s.parse::<VersionSource>().unwrap().to_string(), s);
+        }
+        assert!("seq"
+            .parse::<VersionSource>()
+            .unwrap_err()
+            .contains("accepted: offset"));
+    }
+}

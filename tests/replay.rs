@@ -1,0 +1,228 @@
+//! `dual-indexer run` against the real broker and ES stand-in: the end state always equals an
+//! oracle computed independently from the commands, however the replay is interrupted.
+
+mod support;
+
+use std::time::Duration;
+
+use dual_indexer::generate::{self, GeneratorSpec};
+use support::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn spec(count: usize, ids: usize, seed: u64) -> GeneratorSpec {
+    GeneratorSpec {
+        count,
+        ids,
+        tags: 10,
+        seed,
+        poison_every: 500,
+    }
+}
+
+/// Runs the indexer until it reports caught up, and returns its stdout summary.
+fn run_until_caught_up(args: &[String]) -> String {
+    let mut child = indexer()
+        .args(args)
+        .args(["--until-caught-up"])
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(status.success(), "indexer exited with {status}: {out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_with_versions_out_of_order_matches_the_oracle_and_dead_letters_exactly_the_poison()
+{
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("replay"),
+        unique("tags-v2-replay"),
+        unique("indexer"),
+    );
+    let messages = generate::messages(&spec(20_000, 5_000, 1));
+    produce_topic(&stack, &topic, 3, &messages).await;
+
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.extend(["--version-source".into(), "version".into()]);
+    let summary = run_until_caught_up(&args);
+    assert!(summary.contains("20000 consumed"), "{summary}");
+
+    let records = read_topic(&stack, &topic);
+    assert_eq!(records.len(), 20_000);
+    let expected = oracle(&records, &poison_payloads(&messages), Versions::Field);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    assert_dead_letters(&stack, &topic, &format!("{topic}.dlq"), &records, &messages);
+    for (partition, committed, high) in committed_and_high(&stack, &group, &topic) {
+        assert_eq!(
+            committed,
+            Some(high),
+            "partition {partition} fully committed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_again_under_a_fresh_group_leaves_the_index_byte_for_byte_the_same() {
+    let stack = stack();
+    let (topic, index) = (unique("idempotent"), unique("tags-v2-idem"));
+    let messages = generate::messages(&spec(6_000, 1_500, 2));
+    produce_topic(&stack, &topic, 3, &messages).await;
+
+    run_until_caught_up(&run_args(&stack, &topic, &unique("first"), &index));
+    let before = dump_index(&stack.new_es, &index).await;
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &poison_payloads(&messages), Versions::Offset);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+
+    let summary = run_until_caught_up(&run_args(&stack, &topic, &unique("second"), &index));
+    assert!(
+        summary.contains(" 0 indexed, 0 deleted"),
+        "a replay changes nothing: {summary}"
+    );
+    let after = dump_index(&stack.new_es, &index).await;
+    assert_eq!(before.len(), after.len());
+    assert!(
+        before == after,
+        "sources and versions are unchanged by the second replay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_replay_then_restart_ends_at_the_oracle() {
+    let stack = stack();
+    let (topic, index, group) = (unique("killed"), unique("tags-v2-kill"), unique("indexer"));
+    let messages = generate::messages(&spec(20_000, 5_000, 3));
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.extend(["--batch-max-docs".into(), "300".into()]);
+
+    let mut progress = Vec::new();
+    for committed_at_least in [1_000, 6_000, 12_000] {
+        let mut child = indexer().args(&args).spawn().unwrap();
+        let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+        while committed_total(&stack, &group, &topic) < committed_at_least {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no progress to {committed_at_least}"
+            );
+            assert!(child.try_wait().unwrap().is_none(), "indexer exited early");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        progress.push(committed_total(&stack, &group, &topic));
+    }
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "commits never go backwards: {progress:?}"
+    );
+    assert!(
+        *progress.last().unwrap() < 20_000,
+        "the last kill landed mid-replay: {progress:?}"
+    );
+
+    run_until_caught_up(&args);
+    let records = read_topic(&stack, &topic);
+    assert_index_equals(
+        &stack.new_es,
+        &index,
+        &oracle(&records, &poison_payloads(&messages), Versions::Offset),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_partitions_and_one_leaving_mid_replay_loses_nothing() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("shared"),
+        unique("tags-v2-shared"),
+        unique("indexer"),
+    );
+    let messages = generate::messages(&spec(20_000, 5_000, 4));
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.extend(["--batch-max-docs".into(), "200".into()]);
+
+    let mut first = indexer().args(&args).spawn().unwrap();
+    let mut second = indexer().args(&args).spawn().unwrap();
+    let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+    while committed_total(&stack, &group, &topic) < 4_000 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&first);
+    let status = wait_with_timeout(&mut first, Duration::from_secs(60));
+    assert!(status.success(), "SIGTERM drains and exits 0, got {status}");
+    let left_at = committed_total(&stack, &group, &topic);
+    assert!(
+        left_at < 20_000,
+        "the first instance left mid-replay ({left_at})"
+    );
+
+    while committed_and_high(&stack, &group, &topic)
+        .iter()
+        .any(|(_, c, h)| *c != Some(*h))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the remaining instance did not finish the topic"
+        );
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "second instance exited early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&second);
+    assert!(wait_with_timeout(&mut second, Duration::from_secs(60)).success());
+
+    let records = read_topic(&stack, &topic);
+    assert_index_equals(
+        &stack.new_es,
+        &index,
+        &oracle(&records, &poison_payloads(&messages), Versions::Offset),
+    )
+    .await;
+    assert_dead_letters(&stack, &topic, &format!("{topic}.dlq"), &records, &messages);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_to_earliest_is_refused_when_membership_is_unknown_and_forced_resets_to_zero() {
+    let stack = stack();
+    let (topic, index, group) = (unique("reset"), unique("tags-v2-reset"), unique("indexer"));
+    let messages = generate::messages(&spec(600, 100, 5));
+    produce_topic(&stack, &topic, 3, &messages).await;
+    run_until_caught_up(&run_args(&stack, &topic, &group, &index));
+    assert_eq!(committed_total(&stack, &group, &topic), 600);
+
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.push("--reset-to-earliest".into());
+    let output = indexer()
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "refused: {stderr}");
+    assert!(
+        stderr.contains("cannot tell whether group") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        committed_total(&stack, &group, &topic),
+        600,
+        "a refused reset changes nothing"
+    );
+
+    args.push("--force".into());
+    let summary = run_until_caught_up(&args);
+    assert!(
+        summary.contains("600 consumed"),
+        "the forced reset replays everything: {summary}"
+    );
+}

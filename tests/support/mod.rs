@@ -1,0 +1,479 @@
+//! Shared helpers for the integration tests: the real broker and ES stand-ins started by
+//! `scripts/stack.sh`, reached over loopback through the same clients the service uses.
+//!
+//! The oracle here is written independently of the indexer: it parses commands with
+//! `serde_json::Value` and builds the expected documents with its own `key:value` escaping.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dual_indexer::generate::GeneratedMessage;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+/// Addresses of the running stack.
+pub struct Stack {
+    pub brokers: String,
+    pub legacy_es: String,
+    pub new_es: String,
+}
+
+/// Reads the stack's addresses from the environment, or fails saying how to start it.
+pub fn stack() -> Stack {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: these tests need the local stack. Run `scripts/test.sh`, or start the stack with \
+                 `scripts/stack.sh up` and load its addresses with `eval \"$(scripts/stack.sh env)\"`"
+            )
+        })
+    };
+    let stack = Stack {
+        brokers: var("KAFKA_BROKERS"),
+        legacy_es: var("LEGACY_ES_URL"),
+        new_es: var("NEW_ES_URL"),
+    };
+    let port = stack.brokers.rsplit(':').next().unwrap_or_default();
+    if std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}")
+            .parse()
+            .expect("KAFKA_BROKERS is 127.0.0.1:PORT"),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
+        panic!(
+            "no broker answers at {}: start the stack with `scripts/stack.sh up`",
+            stack.brokers
+        );
+    }
+    stack
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        % 1_000_000_000;
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub fn kafka_config(stack: &Stack) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &stack.brokers);
+    c
+}
+
+/// Creates a topic and produces the generated messages, in order.
+pub async fn produce_topic(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    messages: &[GeneratedMessage],
+) {
+    let config = kafka_config(stack);
+    dual_indexer::source::topics::ensure_topic(&config, topic, partitions)
+        .await
+        .expect("create topic");
+    dual_indexer::generate::produce(&config, topic, messages)
+        .await
+        .expect("produce");
+}
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads every message of `topic`, up to the high watermarks at the time of the call.
+pub fn read_topic(stack: &Stack, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = kafka_config(stack)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            ends.insert(*p, high);
+            list.add_partition_offset(topic, *p, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return records;
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done: HashSet<i32> = HashSet::new();
+    while done.len() < ends.len() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} timed out with {} records",
+            records.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message.expect("consume");
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if m.offset() + 1 >= ends[&m.partition()] {
+            done.insert(m.partition());
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+}
+
+/// How the expected end state is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// The newest offset per document wins.
+    Offset,
+    /// The highest `version` field per document wins.
+    Field,
+}
+
+/// The test's own `key:value` escaping (independent of the indexer's).
+pub fn expected_key_to_value(key: &str, value: &str) -> String {
+    format!("{}:{value}", key.replace('\\', "\\\\").replace(':', "\\:"))
+}
+
+fn tag_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The expected `_source` of an upsert command.
+pub fn expected_document(command: &Value) -> Value {
+    let mut tags: Vec<(String, String)> = command["tags"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), tag_text(v))).collect())
+        .unwrap_or_default();
+    tags.sort();
+    let mut doc = json!({
+        "tags": tags.iter().map(|(k, v)| json!({"keyToValue": expected_key_to_value(k, v), "value": v})).collect::<Vec<_>>()
+    });
+    if let Some(fields) = command["fields"].as_object() {
+        for (k, v) in fields {
+            doc[k] = v.clone();
+        }
+    }
+    doc
+}
+
+/// The expected documents after replaying `records` (in partition/offset order), skipping
+/// the payloads in `poison`.
+pub fn oracle(
+    records: &[Record],
+    poison: &HashSet<Vec<u8>>,
+    versions: Versions,
+) -> BTreeMap<String, Value> {
+    let mut newest: HashMap<String, (u64, Option<Value>)> = HashMap::new();
+    for r in records {
+        if poison.contains(&r.payload) {
+            continue;
+        }
+        let command: Value =
+            serde_json::from_slice(&r.payload).expect("non-poison payloads are JSON");
+        let id = command["id"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8(r.key.clone().unwrap()).unwrap());
+        let version = match versions {
+            Versions::Offset => r.offset as u64,
+            Versions::Field => command["version"].as_u64().unwrap(),
+        };
+        let state = match command["type"].as_str() {
+            Some("upsert") => Some(expected_document(&command)),
+            Some("delete") => None,
+            other => panic!("unexpected command type {other:?}"),
+        };
+        match newest.get(&id) {
+            Some((v, _)) if *v >= version => {}
+            _ => {
+                newest.insert(id, (version, state));
+            }
+        }
+    }
+    newest
+        .into_iter()
+        .filter_map(|(id, (_, doc))| doc.map(|d| (id, d)))
+        .collect()
+}
+
+/// A document as stored: its version and the raw text of its `_source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub version: u64,
+    pub source: String,
+}
+
+/// Every document of `index`, read with a scroll (sorting by `_id` is not allowed on ES 8).
+pub async fn dump_index(es_url: &str, index: &str) -> BTreeMap<String, Stored> {
+    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
+    dual_indexer::es::refresh(&client, index).await.unwrap();
+    let mut out = BTreeMap::new();
+    let (status, mut page) = dual_indexer::es::request(
+        &client,
+        elasticsearch::http::Method::Post,
+        &format!("/{index}/_search?scroll=1m"),
+        Some(&json!({"size": 1000, "version": true, "query": {"match_all": {}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "search {index}: {page}");
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        for hit in hits {
+            let id = hit["_id"].as_str().unwrap().to_owned();
+            let stored = Stored {
+                version: hit["_version"].as_u64().unwrap_or(0),
+                source: hit["_source"].to_string(),
+            };
+            out.insert(id, stored);
+        }
+        let scroll_id = page["_scroll_id"].as_str().unwrap().to_owned();
+        let (status, next) = dual_indexer::es::request(
+            &client,
+            elasticsearch::http::Method::Post,
+            "/_search/scroll",
+            Some(&json!({"scroll": "1m", "scroll_id": scroll_id})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "scroll: {next}");
+        page = next;
+    }
+    out
+}
+
+/// Asserts that `index` holds exactly the oracle's documents, and says which differ if not.
+pub async fn assert_index_equals(es_url: &str, index: &str, expected: &BTreeMap<String, Value>) {
+    let stored = dump_index(es_url, index).await;
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|id| !stored.contains_key(*id))
+        .collect();
+    let extra: Vec<&String> = stored
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
+    let differing: Vec<(&String, String, &Value)> = expected
+        .iter()
+        .filter_map(|(id, doc)| {
+            let s = stored.get(id)?;
+            let actual: Value = serde_json::from_str(&s.source).unwrap();
+            (actual != *doc).then(|| (id, s.source.clone(), doc))
+        })
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differing.is_empty(),
+        "index {index} differs from the oracle: {} expected, {} stored; missing {:?}; extra {:?}; first differing: {:?}",
+        expected.len(),
+        stored.len(),
+        &missing[..missing.len().min(5)],
+        &extra[..extra.len().min(5)],
+        differing.first()
+    );
+}
+
+/// The payloads the generator planted as poison.
+pub fn poison_payloads(messages: &[GeneratedMessage]) -> HashSet<Vec<u8>> {
+    messages
+        .iter()
+        .filter(|m| m.poison.is_some())
+        .map(|m| m.payload.clone())
+        .collect()
+}
+
+/// Asserts the dead-letter topic holds exactly the poison of `records`, with correct headers.
+pub fn assert_dead_letters(
+    stack: &Stack,
+    topic: &str,
+    dlq: &str,
+    records: &[Record],
+    messages: &[GeneratedMessage],
+) {
+    let classes: HashMap<&[u8], &str> = messages
+        .iter()
+        .filter_map(|m| m.poison.map(|p| (m.payload.as_slice(), p.expected_class())))
+        .collect();
+    let planted: BTreeMap<(i32, i64), &Record> = records
+        .iter()
+        .filter(|r| classes.contains_key(r.payload.as_slice()))
+        .map(|r| ((r.partition, r.offset), r))
+        .collect();
+    let letters = read_topic(stack, dlq);
+    let mut seen = BTreeMap::new();
+    for letter in &letters {
+        let h = &letter.headers;
+        let source = (
+            h["dual-indexer.source.partition"].parse::<i32>().unwrap(),
+            h["dual-indexer.source.offset"].parse::<i64>().unwrap(),
+        );
+        assert_eq!(h["dual-indexer.source.topic"], topic);
+        let original = planted
+            .get(&source)
+            .unwrap_or_else(|| panic!("dead letter for {source:?} was not planted: {h:?}"));
+        assert_eq!(
+            letter.payload, original.payload,
+            "payload kept byte for byte"
+        );
+        assert_eq!(letter.key, original.key, "key kept byte for byte");
+        assert_eq!(
+            h["dual-indexer.error.class"],
+            classes[original.payload.as_slice()],
+            "class of {source:?}: {h:?}"
+        );
+        assert!(!h["dual-indexer.error.reason"].is_empty());
+        if h["dual-indexer.error.class"] == "mapping" {
+            assert_eq!(
+                h["dual-indexer.error.es_type"], "strict_dynamic_mapping_exception",
+                "{h:?}"
+            );
+        }
+        assert!(
+            seen.insert(source, ()).is_none(),
+            "{source:?} dead-lettered twice"
+        );
+    }
+    let missing: Vec<_> = planted.keys().filter(|k| !seen.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "poison not dead-lettered: {missing:?}");
+    assert_eq!(letters.len(), planted.len());
+}
+
+/// The `dual-indexer` binary under test.
+pub fn indexer() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dual-indexer"));
+    c.env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Common `run` arguments against the stack's new cluster.
+pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<String> {
+    [
+        "run",
+        "--brokers",
+        &stack.brokers,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--es-url",
+        &stack.new_es,
+        "--index",
+        index,
+        "--create-index",
+        "--commit-interval-ms",
+        "200",
+        "--linger-ms",
+        "20",
+        "--progress-secs",
+        "5",
+        "--kafka",
+        "session.timeout.ms=6000",
+        "--kafka",
+        "heartbeat.interval.ms=500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Waits for a child with a timeout; kills it and fails the test if it overruns.
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the indexer did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends SIGTERM to a child.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The committed offsets of `group` on `topic`, and the topic's high watermarks.
+pub fn committed_and_high(stack: &Stack, group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
+    dual_indexer::source::group::positions(&kafka_config(stack), group, topic)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.partition, p.committed, p.high))
+        .collect()
+}
+
+/// Number of messages `group` has committed past, over all partitions.
+pub fn committed_total(stack: &Stack, group: &str, topic: &str) -> i64 {
+    committed_and_high(stack, group, topic)
+        .iter()
+        .map(|(_, c, _)| c.unwrap_or(0))
+        .sum()
+}
