@@ -104,7 +104,10 @@ impl<'a> Envelope<'a> {
             Some(entries) => entries.into_sorted_unique("fields")?,
             None => Vec::new(),
         };
-        if let Some((name, _)) = fields.iter().find(|(_, raw)| nesting_depth(raw.get()) > MAX_FIELD_DEPTH) {
+        if let Some((name, _)) = fields
+            .iter()
+            .find(|(_, raw)| nesting_depth(raw.get()) > MAX_FIELD_DEPTH)
+        {
             return Err(DecodeError(format!(
                 "field `{name}` nests arrays or objects more than {MAX_FIELD_DEPTH} levels deep"
             )));
@@ -324,7 +327,11 @@ mod tests {
             "]".repeat(10_000)
         );
         let err = decode(&nested).unwrap_err();
-        assert!(err.0.contains("field `x` nests arrays or objects more than 32 levels"), "{err}");
+        assert!(
+            err.0
+                .contains("field `x` nests arrays or objects more than 32 levels"),
+            "{err}"
+        );
     }
 
     #[test]

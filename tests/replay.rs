@@ -20,6 +20,22 @@ fn spec(count: usize, ids: usize, seed: u64) -> GeneratorSpec {
     }
 }
 
+/// The number before " consumed" in a run summary.
+fn consumed(summary: &str) -> u64 {
+    let before = summary.split(" consumed").next().unwrap_or_default();
+    before
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {summary:?}"))
+}
+
+fn stdout_of(child: &mut std::process::Child) -> String {
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    out
+}
+
 /// Runs the indexer until it reports caught up, and returns its stdout summary.
 fn run_until_caught_up(args: &[String]) -> String {
     let mut child = indexer()
@@ -28,8 +44,7 @@ fn run_until_caught_up(args: &[String]) -> String {
         .spawn()
         .unwrap();
     let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
-    let mut out = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let out = stdout_of(&mut child);
     assert!(status.success(), "indexer exited with {status}: {out}");
     out
 }
@@ -158,6 +173,7 @@ async fn two_instances_share_the_partitions_and_one_leaving_mid_replay_loses_not
     terminate(&first);
     let status = wait_with_timeout(&mut first, Duration::from_secs(60));
     assert!(status.success(), "SIGTERM drains and exits 0, got {status}");
+    let first_consumed = consumed(&stdout_of(&mut first));
     let left_at = committed_total(&stack, &group, &topic);
     assert!(
         left_at < 20_000,
@@ -180,6 +196,15 @@ async fn two_instances_share_the_partitions_and_one_leaving_mid_replay_loses_not
     }
     terminate(&second);
     assert!(wait_with_timeout(&mut second, Duration::from_secs(60)).success());
+    let second_consumed = consumed(&stdout_of(&mut second));
+    assert!(
+        first_consumed > 0 && second_consumed > 0,
+        "both instances consumed: {first_consumed} and {second_consumed}"
+    );
+    assert!(
+        first_consumed + second_consumed >= 20_000,
+        "together they saw the whole topic"
+    );
 
     let records = read_topic(&stack, &topic);
     assert_index_equals(
