@@ -66,7 +66,13 @@ pub struct DecodeError(pub String);
 impl<'a> Command<'a> {
     /// Decodes and validates one payload.
     pub fn decode(payload: &'a [u8]) -> Result<Self, DecodeError> {
-        let envelope: Envelope<'a> = serde_json::from_slice(payload)
+        // Validating UTF-8 once up front lets the parser skip it for every string and raw value.
+        let text = std::str::from_utf8(payload).map_err(|e| {
+            DecodeError(format!(
+                "not a valid command envelope: the payload is not UTF-8 ({e})"
+            ))
+        })?;
+        let envelope: Envelope<'a> = serde_json::from_str(text)
             .map_err(|e| DecodeError(format!("not a valid command envelope: {e}")))?;
         envelope.validate()
     }
@@ -84,9 +90,9 @@ struct Envelope<'a> {
     #[serde(default)]
     timestamp: Option<u64>,
     #[serde(borrow, default)]
-    tags: Option<Entries<'a>>,
+    tags: Option<Entries<'a, Cow<'a, str>>>,
     #[serde(borrow, default)]
-    fields: Option<Entries<'a>>,
+    fields: Option<Entries<'a, &'a RawValue>>,
 }
 
 impl<'a> Envelope<'a> {
@@ -97,7 +103,7 @@ impl<'a> Envelope<'a> {
             ));
         }
         let tags = match self.tags {
-            Some(entries) => tag_values(entries.into_sorted_unique("tags")?)?,
+            Some(entries) => entries.into_sorted_unique("tags")?,
             None => Vec::new(),
         };
         let fields = match self.fields {
@@ -128,23 +134,11 @@ impl<'a> Envelope<'a> {
     }
 }
 
-fn tag_values(entries: Vec<Field<'_>>) -> Result<Vec<Tag<'_>>, DecodeError> {
-    entries
-        .into_iter()
-        .map(|(key, raw)| {
-            if key.is_empty() {
-                return Err(DecodeError("tag keys must not be empty".into()));
-            }
-            let value = tag_value_text(&key, raw)?;
-            Ok((key, value))
-        })
-        .collect()
-}
-
 /// The text a tag value is indexed as: strings as they are, numbers and booleans as their JSON text.
 fn tag_value_text<'a>(key: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
     let text = raw.get();
     let kind = match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => return Ok(Cow::Borrowed(&text[1..text.len() - 1])),
         Some(b'"') => {
             let Text(s) =
                 serde_json::from_str(text).map_err(|e| DecodeError(format!("tag `{key}`: {e}")))?;
@@ -186,11 +180,33 @@ fn nesting_depth(json: &str) -> usize {
 #[derive(Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-/// A JSON object's members in document order, values kept raw.
-struct Entries<'a>(Vec<Field<'a>>);
+/// How a member value of `tags` or `fields` is taken from its raw JSON.
+trait EntryValue<'a>: Sized {
+    fn from_raw(key: &str, raw: &'a RawValue) -> Result<Self, DecodeError>;
+}
 
-impl<'a> Entries<'a> {
-    fn into_sorted_unique(mut self, what: &str) -> Result<Vec<Field<'a>>, DecodeError> {
+/// `fields` members stay raw JSON.
+impl<'a> EntryValue<'a> for &'a RawValue {
+    fn from_raw(_key: &str, raw: &'a RawValue) -> Result<Self, DecodeError> {
+        Ok(raw)
+    }
+}
+
+/// `tags` members become their value text.
+impl<'a> EntryValue<'a> for Cow<'a, str> {
+    fn from_raw(key: &str, raw: &'a RawValue) -> Result<Self, DecodeError> {
+        if key.is_empty() {
+            return Err(DecodeError("tag keys must not be empty".into()));
+        }
+        tag_value_text(key, raw)
+    }
+}
+
+/// A JSON object's members in document order.
+struct Entries<'a, V>(Vec<(Cow<'a, str>, V)>);
+
+impl<'a, V> Entries<'a, V> {
+    fn into_sorted_unique(mut self, what: &str) -> Result<Vec<(Cow<'a, str>, V)>, DecodeError> {
         self.0.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(pair) = self.0.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(DecodeError(format!(
@@ -202,30 +218,29 @@ impl<'a> Entries<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+impl<'de: 'a, 'a, V: EntryValue<'a>> Deserialize<'de> for Entries<'a, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        struct EntriesVisitor<'a, V>(std::marker::PhantomData<(&'a (), V)>);
 
-        impl<'de: 'a, 'a> Visitor<'de> for EntriesVisitor<'a> {
-            type Value = Entries<'a>;
+        impl<'de: 'a, 'a, V: EntryValue<'a>> Visitor<'de> for EntriesVisitor<'a, V> {
+            type Value = Entries<'a, V>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
 
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(12));
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    let value: &'de RawValue = map.next_value()?;
+                    let raw: &'de RawValue = map.next_value()?;
+                    let value = V::from_raw(&key, raw).map_err(|e| de::Error::custom(e.0))?;
                     entries.push((key, value));
                 }
                 Ok(Entries(entries))
             }
         }
 
-        deserializer
-            .deserialize_map(EntriesVisitor(std::marker::PhantomData))
-            .map_err(de::Error::custom)
+        deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
     }
 }
 

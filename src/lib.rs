@@ -13,6 +13,7 @@ pub mod command;
 pub mod dlq;
 pub mod es;
 pub mod generate;
+pub mod json_text;
 pub mod lag;
 pub mod pipeline;
 pub mod sink;

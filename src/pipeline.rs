@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::sink::retry::backoff;
-use crate::sink::{Batch, BatchItem, BulkSink, Fatal, ItemOutcome, OpKind, Provenance};
+use crate::sink::{Batch, BulkSink, Fatal, ItemOutcome, OpKind, Provenance};
 use crate::source::kafka::{self, lock, IndexerContext};
 use crate::source::offsets::{OffsetTracker, Ticket};
 use crate::transform::{self, Origin, Rejection, VersionSource};
@@ -87,7 +87,7 @@ pub enum Ending {
 }
 
 enum Done {
-    Bulk(Result<Vec<(BatchItem, ItemOutcome)>, Fatal>),
+    Bulk(Result<Vec<(Ticket, ItemOutcome)>, Fatal>),
     DeadLettered { ticket: Ticket, class: &'static str },
 }
 
@@ -167,7 +167,10 @@ impl Pipeline {
             rebalanced,
             sink,
             dlq,
-            batch: Batch::with_capacity(settings.batch_max_bytes.min(16 << 20)),
+            batch: Batch::with_capacity(
+                settings.batch_max_bytes.min(16 << 20),
+                settings.batch_max_docs,
+            ),
             batch_deadline: None,
             ready: VecDeque::new(),
             tasks: JoinSet::new(),
@@ -260,12 +263,11 @@ impl Pipeline {
                 "the message has no payload (a tombstone is not a command)".into(),
             )),
         };
-        let payload = message.payload().unwrap_or_default().to_vec();
-        let key = key.map(<[u8]>::to_vec);
+        let payload = message.payload().unwrap_or_default();
         match prepared {
             Ok(write) => {
                 self.batch.push(
-                    &write,
+                    write,
                     Provenance {
                         ticket,
                         key,
@@ -283,8 +285,8 @@ impl Pipeline {
             }
             Err(rejection) => self.dead_letter(
                 DeadLetter {
-                    key,
-                    payload,
+                    key: key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
                     partition,
                     offset,
                     class: rejection.class(),
@@ -311,7 +313,7 @@ impl Pipeline {
             let capacity = self.settings.batch_max_bytes.min(16 << 20);
             self.ready.push_back(std::mem::replace(
                 &mut self.batch,
-                Batch::with_capacity(capacity),
+                Batch::with_capacity(capacity, self.settings.batch_max_docs),
             ));
         }
         self.dispatch();
@@ -360,8 +362,8 @@ impl Pipeline {
         match done.map_err(|e| anyhow::anyhow!("an internal task failed: {e}"))? {
             Done::Bulk(result) => {
                 self.bulk_in_flight -= 1;
-                for (item, outcome) in result? {
-                    self.on_outcome(item, outcome);
+                for (ticket, outcome) in result? {
+                    self.on_outcome(ticket, outcome);
                 }
                 self.dispatch();
             }
@@ -375,8 +377,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn on_outcome(&mut self, item: BatchItem, outcome: ItemOutcome) {
-        let ticket = item.provenance.ticket;
+    fn on_outcome(&mut self, ticket: Ticket, outcome: ItemOutcome) {
         let finished = match &outcome {
             ItemOutcome::DeadLetter { .. } => false,
             _ => lock(&self.tracker).finish(ticket),
@@ -405,16 +406,12 @@ impl Pipeline {
                 reason,
                 es_type,
                 attempts,
+                original,
             } => {
-                let Provenance {
-                    ticket,
-                    key,
-                    payload,
-                } = item.provenance;
                 self.dead_letter(
                     DeadLetter {
-                        key,
-                        payload,
+                        key: original.key,
+                        payload: original.payload,
                         partition: ticket.partition,
                         offset: ticket.offset,
                         class,

@@ -8,5 +8,5 @@ pub mod request;
 pub mod retry;
 pub mod service;
 
-pub use request::{Batch, BatchItem, OpKind, Provenance};
+pub use request::{Batch, BatchItem, OpKind, Original, Provenance};
 pub use service::{BulkSink, Fatal, ItemOutcome, RetryPolicy};

@@ -2,12 +2,13 @@
 //!
 //! A [`Batch`] is one NDJSON body plus, for every item, the byte range of its lines and what the
 //! offset tracker and the dead-letter path need to know about it. Retrying a subset of items
-//! rebuilds a body from those ranges, so a retry never re-encodes a document.
+//! rebuilds a body from those ranges, so a retry never re-encodes a document. The original
+//! message keys and payloads, kept for dead letters, live in one arena per batch rather than in
+//! an allocation per message.
 
 use std::ops::Range;
 
-use serde::Serialize;
-
+use crate::json_text::{write_str, write_u64};
 use crate::source::offsets::Ticket;
 use crate::transform::{Op, Write};
 
@@ -21,11 +22,20 @@ pub enum OpKind {
     Delete,
 }
 
-/// Where a bulk item came from: enough to dead-letter it byte for byte.
-#[derive(Debug, Clone)]
-pub struct Provenance {
+/// The message behind a write, as handed to [`Batch::push`].
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
     /// The offset-tracker ticket (partition, offset, epoch).
     pub ticket: Ticket,
+    /// The original message key.
+    pub key: Option<&'a [u8]>,
+    /// The original message payload.
+    pub payload: &'a [u8],
+}
+
+/// The original message of an item, copied out of its batch for the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
     /// The original message key.
     pub key: Option<Vec<u8>>,
     /// The original message payload.
@@ -37,14 +47,14 @@ pub struct Provenance {
 pub struct BatchItem {
     /// Index or delete.
     pub op: OpKind,
-    /// The document id, for logs and dead-letter reasons.
-    pub id: String,
     /// Byte range of this item's lines in the batch body.
     pub lines: Range<usize>,
     /// Attempts made so far.
     pub attempts: u32,
-    /// The message behind the item.
-    pub provenance: Provenance,
+    /// The offset-tracker ticket of the message behind the item.
+    pub ticket: Ticket,
+    key: Option<Range<usize>>,
+    payload: Range<usize>,
 }
 
 /// A `_bulk` body and its items, in body order.
@@ -54,30 +64,16 @@ pub struct Batch {
     pub body: Vec<u8>,
     /// Items in body order.
     pub items: Vec<BatchItem>,
-}
-
-#[derive(Serialize)]
-struct ActionMeta<'a> {
-    #[serde(rename = "_id")]
-    id: &'a str,
-    version: u64,
-    version_type: &'static str,
-}
-
-#[derive(Serialize)]
-enum Action<'a> {
-    #[serde(rename = "index")]
-    Index(ActionMeta<'a>),
-    #[serde(rename = "delete")]
-    Delete(ActionMeta<'a>),
+    originals: Vec<u8>,
 }
 
 impl Batch {
-    /// An empty batch with room for `bytes` of body.
-    pub fn with_capacity(bytes: usize) -> Self {
+    /// An empty batch with room for `bytes` of body and `docs` items.
+    pub fn with_capacity(bytes: usize, docs: usize) -> Self {
         Self {
             body: Vec::with_capacity(bytes),
-            items: Vec::new(),
+            items: Vec::with_capacity(docs),
+            originals: Vec::with_capacity(bytes / 2),
         }
     }
 
@@ -92,62 +88,101 @@ impl Batch {
     }
 
     /// Appends one versioned write.
-    pub fn push(&mut self, write: &Write, provenance: Provenance) {
+    pub fn push(&mut self, write: Write<'_>, provenance: Provenance<'_>) {
         let start = self.body.len();
-        let meta = ActionMeta {
-            id: &write.id,
-            version: write.version,
-            version_type: "external",
+        let op = match write.op {
+            Op::Index(_) => OpKind::Index,
+            Op::Delete => OpKind::Delete,
         };
-        let (action, op) = match write.op {
-            Op::Index(_) => (Action::Index(meta), OpKind::Index),
-            Op::Delete => (Action::Delete(meta), OpKind::Delete),
-        };
-        encode_action(&mut self.body, &action);
+        self.body.extend_from_slice(match op {
+            OpKind::Index => b"{\"index\":{\"_id\":",
+            OpKind::Delete => b"{\"delete\":{\"_id\":",
+        });
+        write_str(&mut self.body, &write.id);
+        self.body.extend_from_slice(b",\"version\":");
+        write_u64(&mut self.body, write.version);
+        self.body
+            .extend_from_slice(b",\"version_type\":\"external\"}}\n");
         if let Op::Index(source) = &write.op {
             self.body.extend_from_slice(source);
             self.body.push(b'\n');
         }
+        let key = provenance.key.map(|k| self.keep(k));
+        let payload = self.keep(provenance.payload);
         self.items.push(BatchItem {
             op,
-            id: write.id.clone(),
             lines: start..self.body.len(),
             attempts: 0,
-            provenance,
+            ticket: provenance.ticket,
+            key,
+            payload,
         });
+    }
+
+    fn keep(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.originals.len();
+        self.originals.extend_from_slice(bytes);
+        start..self.originals.len()
+    }
+
+    /// A copy of the message behind `item`.
+    pub fn original(&self, item: &BatchItem) -> Original {
+        Original {
+            key: item.key.clone().map(|k| self.originals[k].to_vec()),
+            payload: self.originals[item.payload.clone()].to_vec(),
+        }
+    }
+
+    /// The document id of `item`, read back from its action line (for error messages only, so
+    /// that items need not carry a copy of it).
+    pub fn document_id(&self, item: &BatchItem) -> String {
+        let action = self.body[item.lines.clone()]
+            .split(|b| *b == b'\n')
+            .next()
+            .unwrap_or_default();
+        serde_json::from_slice::<serde_json::Value>(action)
+            .ok()
+            .and_then(|v| {
+                v.as_object()?
+                    .values()
+                    .next()?
+                    .get("_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "?".to_owned())
     }
 
     /// A new batch holding only `items`, whose ranges point into `self.body`.
     pub fn subset(&self, items: Vec<BatchItem>) -> Batch {
-        let mut out = Batch::with_capacity(items.iter().map(|i| i.lines.len()).sum());
+        let mut out = Batch::with_capacity(items.iter().map(|i| i.lines.len()).sum(), items.len());
         for mut item in items {
             let start = out.body.len();
             out.body.extend_from_slice(&self.body[item.lines.clone()]);
             item.lines = start..out.body.len();
+            item.key = item.key.map(|k| out.keep(&self.originals[k]));
+            item.payload = out.keep(&self.originals[item.payload.clone()]);
             out.items.push(item);
         }
         out
     }
 }
 
-fn encode_action(out: &mut Vec<u8>, action: &Action<'_>) {
-    serde_json::to_writer(&mut *out, action).expect("serializing strings into memory cannot fail");
-    out.push(b'\n');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn provenance(offset: i64) -> Provenance {
+    const PAYLOADS: [&[u8]; 3] = [b"zero", b"one", b"two"];
+
+    fn provenance(offset: i64) -> Provenance<'static> {
         Provenance {
             ticket: Ticket {
                 partition: 0,
                 offset,
                 epoch: 1,
             },
-            key: None,
-            payload: vec![],
+            key: (offset % 2 == 0).then_some(b"key".as_slice()),
+            payload: PAYLOADS[offset as usize % 3],
         }
     }
 
@@ -155,7 +190,7 @@ mod tests {
     fn index_and_delete_lines_carry_external_versions() {
         let mut batch = Batch::default();
         batch.push(
-            &Write {
+            Write {
                 id: "a".into(),
                 version: 3,
                 op: Op::Index(br#"{"tags":[]}"#.to_vec()),
@@ -163,7 +198,7 @@ mod tests {
             provenance(3),
         );
         batch.push(
-            &Write {
+            Write {
                 id: "b\"".into(),
                 version: 4,
                 op: Op::Delete,
@@ -182,6 +217,7 @@ mod tests {
             )
         );
         assert_eq!(batch.items[1].op, OpKind::Delete);
+        assert_eq!(batch.document_id(&batch.items[1]), "b\"");
     }
 
     #[test]
@@ -189,8 +225,8 @@ mod tests {
         let mut batch = Batch::default();
         for i in 0..3 {
             batch.push(
-                &Write {
-                    id: format!("d{i}"),
+                Write {
+                    id: format!("d{i}").into(),
                     version: i,
                     op: Op::Delete,
                 },
@@ -199,9 +235,21 @@ mod tests {
         }
         let retry = batch.subset(vec![batch.items[1].clone()]);
         assert_eq!(
-            String::from_utf8(retry.body).unwrap(),
+            String::from_utf8(retry.body.clone()).unwrap(),
             "{\"delete\":{\"_id\":\"d1\",\"version\":1,\"version_type\":\"external\"}}\n"
         );
         assert_eq!(retry.items[0].lines, 0..retry.items[0].lines.len());
+        assert_eq!(
+            retry.original(&retry.items[0]),
+            Original {
+                key: None,
+                payload: b"one".to_vec()
+            },
+            "the original message moves with the item"
+        );
+        assert_eq!(
+            batch.original(&batch.items[2]).key.as_deref(),
+            Some(b"key".as_slice())
+        );
     }
 }

@@ -14,8 +14,9 @@ use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde::Deserialize;
 
-use super::request::{Batch, BatchItem, OpKind};
+use super::request::{Batch, BatchItem, OpKind, Original};
 use super::retry::{backoff, classify_item, classify_request, ItemDecision, RequestDecision};
+use crate::source::offsets::Ticket;
 
 /// How retries are paced and bounded.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub enum ItemOutcome {
         es_type: Option<String>,
         /// Attempts made.
         attempts: u32,
+        /// The message, byte for byte.
+        original: Original,
     },
 }
 
@@ -125,8 +128,9 @@ impl BulkSink {
         &self.index
     }
 
-    /// Sends `batch` until every item is applied, already applied or to be dead-lettered.
-    pub async fn deliver(&self, batch: Batch) -> Result<Vec<(BatchItem, ItemOutcome)>, Fatal> {
+    /// Sends `batch` until every item is applied, already applied or to be dead-lettered, and
+    /// returns each item's ticket with its final outcome.
+    pub async fn deliver(&self, batch: Batch) -> Result<Vec<(Ticket, ItemOutcome)>, Fatal> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut queue = vec![batch];
         let mut request_failures = 0u32;
@@ -141,10 +145,7 @@ impl BulkSink {
                 Attempt::AllApplied => {
                     metrics::counter!("bulk.requests", "result" => "ok").increment(1);
                     request_failures = 0;
-                    outcomes.extend(batch.items.into_iter().map(|i| {
-                        let op = i.op;
-                        (i, ItemOutcome::Applied(op))
-                    }));
+                    outcomes.extend(batch.items.iter().map(|i| (i.ticket, ItemOutcome::Applied(i.op))));
                     continue;
                 }
                 Attempt::Items(results) if results.len() == batch.len() => results,
@@ -157,36 +158,33 @@ impl BulkSink {
                     )))
                 }
                 Attempt::Failed { status, detail } => {
+                    // A request that never got item answers does not count against its items.
+                    for item in &mut batch.items {
+                        item.attempts -= 1;
+                    }
                     match classify_request(status) {
                         RequestDecision::Retry => {
                             metrics::counter!("bulk.requests", "result" => "retry").increment(1);
                             let wait = backoff(request_failures, self.policy.base, self.policy.max, jitter());
                             tracing::warn!(index = %self.index, docs = batch.len(), status, %detail, retry_in_ms = wait.as_millis() as u64, "bulk request failed; retrying the whole request");
                             request_failures = request_failures.saturating_add(1);
-                            for item in &mut batch.items {
-                                item.attempts -= 1;
-                            }
                             tokio::time::sleep(wait).await;
                             queue.push(batch);
                         }
                         RequestDecision::Split if batch.len() > 1 => {
-                            let half = batch.len() / 2;
-                            let mut items = batch.items.clone();
-                            let mut second = items.split_off(half);
-                            for item in items.iter_mut().chain(second.iter_mut()) {
-                                item.attempts -= 1;
-                            }
+                            let mut first = batch.items.clone();
+                            let second = first.split_off(first.len() / 2);
                             queue.push(batch.subset(second));
-                            queue.push(batch.subset(items));
+                            queue.push(batch.subset(first));
                         }
                         RequestDecision::Split => {
-                            let item = batch.items.remove(0);
-                            let attempts = item.attempts;
-                            outcomes.push((item, ItemOutcome::DeadLetter {
+                            let item = &batch.items[0];
+                            outcomes.push((item.ticket, ItemOutcome::DeadLetter {
                                 class: "mapping",
                                 reason: format!("the document alone is too large for one bulk request (HTTP 413): {detail}"),
                                 es_type: None,
-                                attempts,
+                                attempts: item.attempts + 1,
+                                original: batch.original(item),
                             }));
                         }
                         RequestDecision::ReadItems | RequestDecision::Fatal => {
@@ -204,45 +202,32 @@ impl BulkSink {
             metrics::counter!("bulk.requests", "result" => "ok").increment(1);
             request_failures = 0;
             let mut retry = Vec::new();
-            let mut max_attempts_seen = 0;
             for (item, result) in batch.items.iter().zip(results) {
                 let es_type = result.error.as_ref().map(|e| e.kind.as_str());
-                match classify_item(item.op, result.status, es_type) {
-                    ItemDecision::Applied => {
-                        outcomes.push((item.clone(), ItemOutcome::Applied(item.op)))
-                    }
-                    ItemDecision::AlreadyApplied => {
-                        outcomes.push((item.clone(), ItemOutcome::AlreadyApplied))
-                    }
+                let outcome = match classify_item(item.op, result.status, es_type) {
+                    ItemDecision::Applied => ItemOutcome::Applied(item.op),
+                    ItemDecision::AlreadyApplied => ItemOutcome::AlreadyApplied,
                     ItemDecision::Retry if item.attempts < self.policy.max_attempts => {
-                        max_attempts_seen = max_attempts_seen.max(item.attempts);
                         retry.push(item.clone());
+                        continue;
                     }
-                    ItemDecision::Retry => outcomes.push((
-                        item.clone(),
-                        dead_letter("retries_exhausted", &result, item.attempts),
-                    )),
-                    ItemDecision::DeadLetter => outcomes
-                        .push((item.clone(), dead_letter("mapping", &result, item.attempts))),
+                    ItemDecision::Retry => dead_letter("retries_exhausted", &result, item, &batch),
+                    ItemDecision::DeadLetter => dead_letter("mapping", &result, item, &batch),
                     ItemDecision::Fatal => {
                         return Err(Fatal(format!(
                             "{} answered {} for document {}: {}",
                             self.index,
                             result.status,
-                            item.id,
+                            batch.document_id(item),
                             describe(&result)
                         )))
                     }
-                }
+                };
+                outcomes.push((item.ticket, outcome));
             }
-            if !retry.is_empty() {
+            if let Some(attempts) = retry.iter().map(|i| i.attempts).max() {
                 metrics::counter!("bulk.items.retried").increment(retry.len() as u64);
-                let wait = backoff(
-                    max_attempts_seen - 1,
-                    self.policy.base,
-                    self.policy.max,
-                    jitter(),
-                );
+                let wait = backoff(attempts - 1, self.policy.base, self.policy.max, jitter());
                 tracing::debug!(index = %self.index, items = retry.len(), retry_in_ms = wait.as_millis() as u64, "retrying items");
                 tokio::time::sleep(wait).await;
                 queue.push(batch.subset(retry));
@@ -304,12 +289,18 @@ impl BulkSink {
     }
 }
 
-fn dead_letter(class: &'static str, result: &ItemResult, attempts: u32) -> ItemOutcome {
+fn dead_letter(
+    class: &'static str,
+    result: &ItemResult,
+    item: &BatchItem,
+    batch: &Batch,
+) -> ItemOutcome {
     ItemOutcome::DeadLetter {
         class,
         reason: describe(result),
         es_type: result.error.as_ref().map(|e| e.kind.clone()),
-        attempts,
+        attempts: item.attempts,
+        original: batch.original(item),
     }
 }
 

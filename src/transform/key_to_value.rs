@@ -41,6 +41,33 @@ pub fn encode_into(key: &str, value: &str, out: &mut String) {
     out.push_str(value);
 }
 
+/// Appends `encode(key, value)` to `out` as a quoted JSON string.
+pub fn write_json(out: &mut Vec<u8>, key: &str, value: &str) {
+    if crate::json_text::is_plain(key) && crate::json_text::is_plain(value) {
+        write_json_plain(out, key, value);
+    } else {
+        crate::json_text::write_str(out, &encode(key, value));
+    }
+}
+
+/// [`write_json`] for a key and value that contain nothing JSON must escape (no `"`, `\\` or
+/// control characters). Then the only escape needed is the key's `:`, written as `\\:` in JSON.
+pub fn write_json_plain(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.reserve(key.len() + value.len() + 3);
+    out.push(b'"');
+    let mut parts = key.split(SEPARATOR);
+    if let Some(first) = parts.next() {
+        out.extend_from_slice(first.as_bytes());
+    }
+    for part in parts {
+        out.extend_from_slice(br"\\:");
+        out.extend_from_slice(part.as_bytes());
+    }
+    out.push(b':');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+}
+
 /// The length in bytes of `encode(key, value)`, without building it.
 pub fn encoded_len(key: &str, value: &str) -> usize {
     let escapes = key.bytes().filter(|b| *b == b'\\' || *b == b':').count();
@@ -107,6 +134,13 @@ mod tests {
         ) {
             prop_assume!(a != b);
             prop_assert_ne!(encode(&a.0, &a.1), encode(&b.0, &b.1));
+        }
+
+        #[test]
+        fn write_json_writes_the_encoding_as_a_json_string(key in ".*", value in ".*") {
+            let mut out = Vec::new();
+            write_json(&mut out, &key, &value);
+            prop_assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), encode(&key, &value));
         }
 
         #[test]

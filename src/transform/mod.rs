@@ -12,6 +12,7 @@
 pub mod key_to_value;
 pub mod new_schema;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -73,11 +74,11 @@ pub enum Op {
     Delete,
 }
 
-/// One versioned write, ready for the bulk encoder.
+/// One versioned write, ready for the bulk encoder. It borrows its id from the payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
+pub struct Write<'a> {
     /// The document `_id`.
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// The external version.
     pub version: u64,
     /// Index or delete.
@@ -115,13 +116,13 @@ pub struct Origin<'a> {
 }
 
 /// Decodes a payload and turns it into one write for the new schema.
-pub fn prepare(
-    payload: &[u8],
-    origin: Origin<'_>,
+pub fn prepare<'a>(
+    payload: &'a [u8],
+    origin: Origin<'a>,
     versions: VersionSource,
-) -> Result<Write, Rejection> {
-    let command = Command::decode(payload).map_err(|e| Rejection::Decode(e.0))?;
-    let id = document_id(&command, origin.key)?;
+) -> Result<Write<'a>, Rejection> {
+    let mut command = Command::decode(payload).map_err(|e| Rejection::Decode(e.0))?;
+    let id = document_id(&mut command, origin.key)?;
     let version = external_version(&command, origin.offset, versions)?;
     let op = match command.kind {
         CommandKind::Delete => Op::Delete,
@@ -131,14 +132,15 @@ pub fn prepare(
 }
 
 /// The id from the envelope, or else the message key.
-fn document_id(command: &Command<'_>, key: Option<&[u8]>) -> Result<String, Rejection> {
-    let id = match (&command.id, key) {
-        (Some(id), _) => id.clone().into_owned(),
-        (None, Some(key)) => std::str::from_utf8(key)
-            .map_err(|_| {
-                Rejection::Decode("the command has no `id` and its message key is not UTF-8".into())
-            })?
-            .to_owned(),
+fn document_id<'a>(
+    command: &mut Command<'a>,
+    key: Option<&'a [u8]>,
+) -> Result<Cow<'a, str>, Rejection> {
+    let id = match (command.id.take(), key) {
+        (Some(id), _) => id,
+        (None, Some(key)) => Cow::Borrowed(std::str::from_utf8(key).map_err(|_| {
+            Rejection::Decode("the command has no `id` and its message key is not UTF-8".into())
+        })?),
         (None, None) => {
             return Err(Rejection::Decode(
                 "the command has no `id` and its message has no key".into(),

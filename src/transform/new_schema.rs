@@ -12,18 +12,12 @@
 //! - a `keyToValue` longer than Lucene's 32,766-byte term limit is rejected here, with the tag
 //!   named, instead of failing later inside a bulk item.
 
-use serde::Serialize;
-
 use super::key_to_value::{self, MAX_KEYWORD_BYTES};
 use super::Rejection;
 use crate::command::Command;
+use std::borrow::Cow;
 
-#[derive(Serialize)]
-struct Tag<'a> {
-    #[serde(rename = "keyToValue")]
-    key_to_value: &'a str,
-    value: &'a str,
-}
+use crate::json_text::write_decoded;
 
 /// Encodes an upsert command's document `_source` in the new schema.
 pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
@@ -39,7 +33,6 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
         .sum();
     let mut out = Vec::with_capacity(16 + tags_len + fields_len);
     out.extend_from_slice(b"{\"tags\":[");
-    let mut encoded = String::new();
     for (i, (key, value)) in command.tags.iter().enumerate() {
         let len = key_to_value::encoded_len(key, value);
         if len > MAX_KEYWORD_BYTES {
@@ -48,33 +41,29 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
                 truncate_for_message(key)
             )));
         }
-        encoded.clear();
-        key_to_value::encode_into(key, value, &mut encoded);
         if i > 0 {
             out.push(b',');
         }
-        write_json(
-            &mut out,
-            &Tag {
-                key_to_value: &encoded,
-                value,
-            },
-        );
+        out.extend_from_slice(b"{\"keyToValue\":");
+        if matches!((key, value), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+            // Both borrowed: see `json_text::write_decoded` for why they need no JSON escaping.
+            key_to_value::write_json_plain(&mut out, key, value);
+        } else {
+            key_to_value::write_json(&mut out, key, value);
+        }
+        out.extend_from_slice(b",\"value\":");
+        write_decoded(&mut out, value);
+        out.push(b'}');
     }
     out.push(b']');
     for (name, raw) in &command.fields {
         out.push(b',');
-        write_json(&mut out, &**name);
+        write_decoded(&mut out, name);
         out.push(b':');
         out.extend_from_slice(raw.get().as_bytes());
     }
     out.push(b'}');
     Ok(out)
-}
-
-fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Serializing plain strings and structs of strings into a Vec cannot fail.
-    serde_json::to_writer(&mut *out, value).expect("serializing strings into memory cannot fail");
 }
 
 fn truncate_for_message(s: &str) -> &str {
