@@ -24,3 +24,96 @@ pub async fn ensure_topic(
         None => anyhow::bail!("creating topic `{topic}`: the broker gave no answer"),
     }
 }
+
+/// One message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Headers, values as (lossy) UTF-8.
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+/// Reads every message of `topic` up to the high watermarks at the time of the call, sorted by
+/// partition and offset. For tests, benchmarks and tooling; it joins no group.
+pub fn read_all(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Record>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", "dual-indexer-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut ends = std::collections::HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for p in metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+    {
+        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        if high > low {
+            ends.insert(p.id(), high);
+            list.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+        }
+    }
+    let mut records = Vec::new();
+    if ends.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&list)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "reading `{topic}` timed out after {} records",
+            records.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message?;
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
+}

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dual_indexer::generate::GeneratedMessage;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 /// Addresses of the running stack.
@@ -92,86 +90,12 @@ pub async fn produce_topic(
         .expect("produce");
 }
 
-/// One message read back from a topic.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: HashMap<String, String>,
-}
+pub use dual_indexer::source::topics::Record;
 
 /// Reads every message of `topic`, up to the high watermarks at the time of the call.
 pub fn read_topic(stack: &Stack, topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = kafka_config(stack)
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions: Vec<i32> = metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut ends = HashMap::new();
-    let mut list = TopicPartitionList::new();
-    for p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .unwrap();
-        if high > low {
-            ends.insert(*p, high);
-            list.add_partition_offset(topic, *p, Offset::Beginning)
-                .unwrap();
-        }
-    }
-    let mut records = Vec::new();
-    if ends.is_empty() {
-        return records;
-    }
-    consumer.assign(&list).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut done: HashSet<i32> = HashSet::new();
-    while done.len() < ends.len() {
-        assert!(
-            Instant::now() < deadline,
-            "reading {topic} timed out with {} records",
-            records.len()
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let m = message.expect("consume");
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        records.push(Record {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers,
-        });
-        if m.offset() + 1 >= ends[&m.partition()] {
-            done.insert(m.partition());
-        }
-    }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    records
+    dual_indexer::source::topics::read_all(&kafka_config(stack), topic, Duration::from_secs(60))
+        .expect("read topic")
 }
 
 /// How the expected end state is computed.

@@ -1,0 +1,246 @@
+//! The end-to-end replay benchmark, measured against the local stack in one run.
+//!
+//! 1. Generates a seeded command stream (default: 40k commands over 20k ids, 10 tags each, no
+//!    poison) and produces it to a fresh 3-partition topic.
+//! 2. Measures the ES stand-in's raw bulk capacity: exactly the writes the indexer will send (read
+//!    back from the topic, versions = partition offsets) as pre-built `_bulk` bodies of `--batch`
+//!    documents, `--in-flight` requests at once, into a fresh index.
+//! 3. Runs the release `dual-indexer run` binary against the topic into another fresh index, and
+//!    times it until the group's committed offsets reach the high watermarks. Then it stops the
+//!    indexer with SIGTERM and reads its CPU time and peak RSS from the kernel (`wait4`).
+//! 4. Prints the ratio indexer/raw, CPU time per command and peak RSS.
+//!
+//! ```text
+//! scripts/stack.sh up && eval "$(scripts/stack.sh env)"
+//! cargo build --release --bin dual-indexer
+//! cargo run --release --example e2e_bench -- --count 40000 --ids 20000
+//! ```
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dual_indexer::es;
+use dual_indexer::generate::{self, GeneratorSpec};
+use dual_indexer::sink::{Batch, Provenance};
+use dual_indexer::source::group;
+use dual_indexer::source::offsets::Ticket;
+use dual_indexer::transform::{prepare, Origin, VersionSource};
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::Method;
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+
+struct Options {
+    count: usize,
+    ids: usize,
+    tags: usize,
+    batch: usize,
+    in_flight: usize,
+    indexer: String,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        count: 40_000,
+        ids: 20_000,
+        tags: 10,
+        batch: 1_000,
+        in_flight: 4,
+        indexer: "target/release/dual-indexer".into(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).cloned().unwrap_or_default();
+        let number = || {
+            value
+                .parse::<usize>()
+                .unwrap_or_else(|_| panic!("{} takes a number, got `{value}`", pair[0]))
+        };
+        match pair[0].as_str() {
+            "--count" => o.count = number(),
+            "--ids" => o.ids = number(),
+            "--tags" => o.tags = number(),
+            "--batch" => o.batch = number(),
+            "--in-flight" => o.in_flight = number(),
+            "--indexer" => o.indexer = value.clone(),
+            other => panic!("unknown option {other}; accepted: --count --ids --tags --batch --in-flight --indexer"),
+        }
+    }
+    o
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `scripts/stack.sh up` and `eval \"$(scripts/stack.sh env)\"` first"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = options();
+    let brokers = env("KAFKA_BROKERS");
+    let es_url = env("NEW_ES_URL");
+    let run = std::process::id();
+    let topic = format!("bench-{run}");
+    let mut kafka = ClientConfig::new();
+    kafka.set("bootstrap.servers", &brokers);
+
+    let messages = generate::messages(&GeneratorSpec {
+        count: o.count,
+        ids: o.ids,
+        tags: o.tags,
+        seed: 7,
+        poison_every: 0,
+    });
+    dual_indexer::source::topics::ensure_topic(&kafka, &topic, 3).await?;
+    generate::produce(&kafka, &topic, &messages).await?;
+    eprintln!("produced {} commands to {topic}", messages.len());
+
+    let client = es::client(&es_url, Duration::from_secs(120))?;
+    let raw_index = format!("bench-raw-{run}");
+    es::ensure_index(&client, &raw_index, es::NEW_INDEX_TEMPLATE).await?;
+    // The raw baseline sends exactly the writes the indexer sends (same ids, same versions: the
+    // real partition offsets), interleaving partitions as a consumer does.
+    let mut records =
+        dual_indexer::source::topics::read_all(&kafka, &topic, Duration::from_secs(120))?;
+    records.sort_by_key(|r| (r.offset, r.partition));
+    let bodies: Vec<Vec<u8>> = records
+        .chunks(o.batch)
+        .map(|chunk| {
+            let mut batch = Batch::with_capacity(1 << 20, chunk.len());
+            for r in chunk {
+                let origin = Origin {
+                    key: r.key.as_deref(),
+                    offset: r.offset,
+                };
+                let write = prepare(&r.payload, origin, VersionSource::Offset)
+                    .expect("no poison in the bench stream");
+                let ticket = Ticket {
+                    partition: r.partition,
+                    offset: r.offset,
+                    epoch: 0,
+                };
+                batch.push(
+                    write,
+                    Provenance {
+                        ticket,
+                        key: None,
+                        payload: &[],
+                    },
+                );
+            }
+            batch.body
+        })
+        .collect();
+    let started = Instant::now();
+    let path = format!("/{raw_index}/_bulk");
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(bodies.iter())
+        .map(|body| {
+            let (client, path) = (&client, &path);
+            async move {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-ndjson"),
+                );
+                let response = client
+                    .send(
+                        Method::Post,
+                        path,
+                        headers,
+                        None::<&()>,
+                        Some(body.as_slice()),
+                        None,
+                    )
+                    .await?;
+                anyhow::ensure!(
+                    response.status_code().is_success(),
+                    "raw bulk answered {}",
+                    response.status_code()
+                );
+                Ok(())
+            }
+        })
+        .buffer_unordered(o.in_flight)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    let raw_secs = started.elapsed().as_secs_f64();
+    let raw_rate = o.count as f64 / raw_secs;
+    es::request(&client, Method::Delete, &format!("/{raw_index}"), None).await?;
+    eprintln!("raw bulk capacity: {raw_rate:.0} docs/s ({raw_secs:.2}s)");
+
+    let index = format!("bench-indexer-{run}");
+    let group_id = format!("bench-{run}");
+    let started = Instant::now();
+    let child = Command::new(&o.indexer)
+        .args([
+            "run",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--group",
+            &group_id,
+            "--es-url",
+            &es_url,
+        ])
+        .args([
+            "--index",
+            &index,
+            "--create-index",
+            "--batch-max-docs",
+            &o.batch.to_string(),
+        ])
+        .args([
+            "--max-in-flight",
+            &o.in_flight.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id() as libc::pid_t;
+    loop {
+        let positions = tokio::task::spawn_blocking({
+            let (kafka, group_id, topic) = (kafka.clone(), group_id.clone(), topic.clone());
+            move || group::positions(&kafka, &group_id, &topic)
+        })
+        .await??;
+        if positions.iter().all(|p| p.committed == Some(p.high)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let indexer_secs = started.elapsed().as_secs_f64();
+    // SAFETY: plain syscalls on the pid of a child this process spawned and has not yet reaped.
+    let (status, usage) = unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(pid, &mut status, 0, &mut usage);
+        (status, usage)
+    };
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the indexer did not exit cleanly: {status}"
+    );
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu_secs = cpu(usage.ru_utime) + cpu(usage.ru_stime);
+    let indexer_rate = o.count as f64 / indexer_secs;
+    let documents = es::count(&client, &index).await?;
+    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
+
+    println!("commands                 {}", o.count);
+    println!("documents in the index   {documents}");
+    println!("raw bulk capacity        {raw_rate:.0} docs/s");
+    println!("dual-indexer             {indexer_rate:.0} commands/s");
+    println!("ratio                    {:.2}x", indexer_rate / raw_rate);
+    println!(
+        "indexer CPU              {cpu_secs:.2} s ({:.1} us/command)",
+        cpu_secs * 1e6 / o.count as f64
+    );
+    println!(
+        "indexer peak RSS         {:.1} MB",
+        usage.ru_maxrss as f64 / 1024.0
+    );
+    Ok(())
+}
