@@ -21,7 +21,7 @@ INDEX=tags-v2-$RUN_ID
 "$BIN" generate --brokers "$KAFKA_BROKERS" --topic "$TOPIC" --partitions "${PARTITIONS:-3}" \
   --count "${COUNT:-20000}" --ids "${IDS:-5000}" --seed "${SEED:-42}"
 "$BIN" run --brokers "$KAFKA_BROKERS" --topic "$TOPIC" --group dual-indexer-demo \
-  --es-url "$NEW_ES_URL" --index "$INDEX" --create-index --until-caught-up
+  --es-url "$NEW_ES_URL" --index "$INDEX" --create-index --until-caught-up --interval-secs 1 --window-secs 5
 
 echo
 echo "new cluster:      $NEW_ES_URL/$INDEX   (try: curl '$NEW_ES_URL/$INDEX/_search?q=tags.value:Zürich&size=1')"

@@ -99,6 +99,7 @@ export KAFKA_BROKERS=127.0.0.1:$(cat "$STATE/tansu.port")
 export LEGACY_ES_URL=http://127.0.0.1:$(cat "$STATE/es-legacy.port")
 export NEW_ES_URL=http://127.0.0.1:$(cat "$STATE/es-new.port")
 export DUAL_INDEXER_STACK_DIR=$STATE
+export OSMEM_BIN=$(osmem_binary)
 ENV
 }
 

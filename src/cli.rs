@@ -80,8 +80,11 @@ pub enum Command {
         after_help = "Example:\n  dual-indexer generate --brokers 127.0.0.1:9092 --topic commands --count 20000 --ids 5000 --seed 42"
     )]
     Generate(GenerateArgs),
-    /// Not implemented yet: per-partition lag and the caught-up status (issue 4).
-    Lag(Pending),
+    /// Per-partition lag of any consumer group, with its status judged over a window.
+    #[command(
+        after_help = "Status needs a full window of samples, so a one-shot `lag` samples for --window-secs before it answers.\n\nExamples:\n  dual-indexer lag --group dual-indexer --legacy-group legacy-indexer --topic commands\n  dual-indexer lag --group dual-indexer --fail-unless-caught-up --window-secs 60   # for cron and cutover scripts\n  dual-indexer lag --group dual-indexer --watch --json"
+    )]
+    Lag(LagArgs),
     /// Not implemented yet: compare the legacy and new clusters (issue 5).
     Verify(Pending),
     /// Not implemented yet: copy history from the legacy cluster (issue 6).
@@ -203,12 +206,14 @@ pub struct RunArgs {
     /// Milliseconds between offset commits.
     #[arg(long, env = "DUAL_INDEXER_COMMIT_INTERVAL_MS", default_value_t = 1000)]
     pub commit_interval_ms: u64,
-    /// Exit 0 once every assigned partition is fully committed for --caught-up-checks checks in a row.
+    /// Exit 0 once the group has been CAUGHT_UP for the whole lag window (--window-secs).
     #[arg(long)]
     pub until_caught_up: bool,
-    /// Consecutive caught-up checks (one per second) needed by --until-caught-up.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub caught_up_checks: u32,
+    #[command(flatten)]
+    pub lag: LagRuleArgs,
+    /// Serve /healthz, /readyz and /status on this address (e.g. 127.0.0.1:9464). Off when unset.
+    #[arg(long, env = "DUAL_INDEXER_STATUS_ADDR")]
+    pub status_addr: Option<std::net::SocketAddr>,
     /// Seconds a shutdown waits for in-flight work before committing what is final and exiting.
     #[arg(long, env = "DUAL_INDEXER_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
@@ -267,11 +272,20 @@ impl RunArgs {
             linger: Duration::from_millis(self.linger_ms),
             max_in_flight: self.max_in_flight as usize,
             commit_interval: Duration::from_millis(self.commit_interval_ms.max(10)),
-            until_caught_up: self.until_caught_up.then_some(self.caught_up_checks),
-            caught_up_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             progress_interval: Duration::from_secs(self.progress_secs),
         })
+    }
+
+    /// What the background lag monitor watches.
+    pub fn monitor_settings(&self) -> crate::lag::MonitorSettings {
+        crate::lag::MonitorSettings {
+            topic: self.topic.clone(),
+            group: self.group.clone(),
+            legacy_group: Some(self.legacy_group.clone()),
+            rule: self.lag.rule(),
+            interval: self.lag.interval(),
+        }
     }
 
     /// The retry policy for bulk items and requests.
@@ -282,6 +296,70 @@ impl RunArgs {
             max: Duration::from_millis(self.retry_max_ms),
         }
     }
+}
+
+/// The lag rule's thresholds, shared by `run` and `lag`.
+#[derive(Debug, Args, Clone)]
+pub struct LagRuleArgs {
+    /// Seconds between lag samples.
+    #[arg(long, env = "DUAL_INDEXER_LAG_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval_secs: u64,
+    /// CAUGHT_UP needs the lag at or under --caught-up-threshold at every sample for this many seconds.
+    #[arg(long, env = "DUAL_INDEXER_LAG_WINDOW_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub window_secs: u64,
+    /// Lag (messages) that still counts as caught up.
+    #[arg(long, env = "DUAL_INDEXER_CAUGHT_UP_THRESHOLD", default_value_t = 0)]
+    pub caught_up_threshold: u64,
+    /// STALLED: lag above zero and no commit progress for this many seconds.
+    #[arg(long, env = "DUAL_INDEXER_STALL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_secs: u64,
+}
+
+impl LagRuleArgs {
+    /// The rule these flags describe.
+    pub fn rule(&self) -> crate::lag::rule::LagRule {
+        crate::lag::rule::LagRule {
+            caught_up_threshold: self.caught_up_threshold as i64,
+            window: Duration::from_secs(self.window_secs),
+            stall_after: Duration::from_secs(self.stall_secs),
+            ..crate::lag::rule::LagRule::default()
+        }
+    }
+
+    /// Time between samples.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs)
+    }
+}
+
+/// `dual-indexer lag`.
+#[derive(Debug, Args)]
+pub struct LagArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The group to report on (ours, the legacy one, or any other).
+    #[arg(long, env = "DUAL_INDEXER_GROUP")]
+    pub group: String,
+    /// Also report each partition's gap to this group's committed offsets.
+    #[arg(long)]
+    pub legacy_group: Option<String>,
+    /// The topic.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands")]
+    pub topic: String,
+    #[command(flatten)]
+    pub rule: LagRuleArgs,
+    /// Keep sampling and print a report every --interval-secs, until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON (one object per report) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 if the total lag is above N messages.
+    #[arg(long, value_name = "N")]
+    pub fail_if_lag_above: Option<u64>,
+    /// Exit 1 unless the group is CAUGHT_UP.
+    #[arg(long)]
+    pub fail_unless_caught_up: bool,
 }
 
 /// `dual-indexer generate`.

@@ -18,5 +18,6 @@ pub mod lag;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod telemetry;
 pub mod transform;

@@ -4,11 +4,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dual_indexer::cli::{Cli, Command, GenerateArgs, RunArgs};
+use dual_indexer::cli::{Cli, Command, GenerateArgs, LagArgs, RunArgs};
+use dual_indexer::lag::monitor::{self, LagMonitor};
+use dual_indexer::lag::rule::Status;
 use dual_indexer::pipeline::{Ending, Pipeline};
 use dual_indexer::sink::BulkSink;
 use dual_indexer::source::{group, topics};
-use dual_indexer::{es, generate, telemetry};
+use dual_indexer::status::{self, StatusBoard};
+use dual_indexer::{es, generate, lag, telemetry};
+use std::sync::Arc;
 
 /// Exit code for errors of any kind.
 const EXIT_ERROR: u8 = 2;
@@ -36,7 +40,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Generate(args) => generate(args).await,
-            Command::Lag(_) => not_implemented("lag", 4),
+            Command::Lag(args) => lag(args).await,
             Command::Verify(_) => not_implemented("verify", 5),
             Command::Backfill(_) => not_implemented("backfill", 6),
             Command::Index(_) => not_implemented("index", 4),
@@ -92,10 +96,24 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.retry_policy(),
         Duration::from_secs(args.request_timeout_secs),
     );
-    let pipeline = Pipeline::new(&kafka, sink, settings.clone())?;
+    let board = Arc::new(StatusBoard::default());
+    if let Some(addr) = args.status_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--status-addr {addr}: cannot listen there: {e}"))?;
+        tracing::info!(%addr, "serving /healthz, /readyz and /status");
+        tokio::spawn(status::serve(listener, Arc::clone(&board)));
+    }
+    let lag_status = lag::spawn_monitor(&kafka, args.monitor_settings(), Arc::clone(&board))?;
+    let pipeline = Pipeline::new(&kafka, sink, settings.clone(), board)?;
     tracing::info!(topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, "replay starting");
     let started = Instant::now();
-    let (ending, summary) = pipeline.run(shutdown_signal()).await?;
+    let (ending, summary) = pipeline
+        .run(
+            shutdown_signal(),
+            args.until_caught_up.then_some(lag_status),
+        )
+        .await?;
     let elapsed = started.elapsed().as_secs_f64();
     let how = match ending {
         Ending::CaughtUp => "caught up",
@@ -121,6 +139,62 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.index,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn lag(args: LagArgs) -> anyhow::Result<ExitCode> {
+    let kafka = args.kafka.client_config();
+    let rule = args.rule.rule();
+    let mut monitor = LagMonitor::new(
+        &kafka,
+        &args.topic,
+        &args.group,
+        args.legacy_group.as_deref(),
+        rule,
+    )?;
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(args.rule.interval());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let report = loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
+        }
+        let (returned, report) = tokio::task::spawn_blocking(move || {
+            let report = monitor.sample();
+            (monitor, report)
+        })
+        .await?;
+        monitor = returned;
+        let report = report?;
+        if args.watch {
+            print_report(&report, args.json)?;
+            continue;
+        }
+        // A status needs a full window of samples.
+        if started.elapsed() >= rule.window {
+            break report;
+        }
+    };
+    print_report(&report, args.json)?;
+    let above = args
+        .fail_if_lag_above
+        .is_some_and(|n| report.total_lag > n as i64);
+    let not_caught_up = args.fail_unless_caught_up && report.status() != Some(Status::CaughtUp);
+    Ok(if above || not_caught_up {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_report(report: &monitor::LagReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{}", monitor::render_table(report));
+    }
+    Ok(())
 }
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {

@@ -20,13 +20,16 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
+use crate::lag::rule::Status;
 use crate::sink::retry::backoff;
 use crate::sink::{Batch, BulkSink, Fatal, ItemOutcome, OpKind, Provenance};
 use crate::source::kafka::{self, lock, IndexerContext};
 use crate::source::offsets::{OffsetTracker, Ticket};
+use crate::status::StatusBoard;
 use crate::transform::{self, Origin, Rejection, VersionSource};
 
 /// Everything `run` needs besides the Kafka and Elasticsearch connections.
@@ -50,10 +53,6 @@ pub struct RunSettings {
     pub max_in_flight: usize,
     /// How often final offsets are committed.
     pub commit_interval: Duration,
-    /// Exit once every assigned partition has been fully committed for this many checks in a row.
-    pub until_caught_up: Option<u32>,
-    /// How often the caught-up check runs.
-    pub caught_up_interval: Duration,
     /// How long a shutdown waits for in-flight work before committing what is final.
     pub drain_timeout: Duration,
     /// How often a progress line is logged.
@@ -96,7 +95,7 @@ enum Event<'a> {
     Finished(Result<Done, tokio::task::JoinError>),
     Linger,
     Commit,
-    CheckCaughtUp,
+    LagStatus(Result<(), watch::error::RecvError>),
     Progress,
     Message(Result<BorrowedMessage<'a>, rdkafka::error::KafkaError>),
 }
@@ -140,7 +139,7 @@ pub struct Pipeline {
     bulk_in_flight: usize,
     paused: bool,
     max_pending: usize,
-    caught_up_streak: u32,
+    board: Arc<StatusBoard>,
     summary: Summary,
     metrics: HashMap<i32, PartitionMetrics>,
     started: Instant,
@@ -152,6 +151,7 @@ impl Pipeline {
         kafka_config: &ClientConfig,
         sink: BulkSink,
         settings: RunSettings,
+        board: Arc<StatusBoard>,
     ) -> anyhow::Result<Self> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let context = IndexerContext::new(&settings.topic, Arc::clone(&tracker));
@@ -177,7 +177,7 @@ impl Pipeline {
             bulk_in_flight: 0,
             paused: false,
             max_pending,
-            caught_up_streak: 0,
+            board,
             summary: Summary::default(),
             metrics: HashMap::new(),
             started: Instant::now(),
@@ -185,28 +185,34 @@ impl Pipeline {
         })
     }
 
-    /// Runs until `shutdown` resolves, the lag closes (with `until_caught_up`), or a fatal error.
-    /// Always drains and commits what is final before returning.
+    /// Runs until `shutdown` resolves, a fatal error, or, given `until_caught_up` (the lag
+    /// monitor's status channel), until the group is CAUGHT_UP. Always drains and commits what
+    /// is final before returning.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
+        mut until_caught_up: Option<watch::Receiver<Option<Status>>>,
     ) -> anyhow::Result<(Ending, Summary)> {
         let consumer = Arc::clone(&self.consumer);
         let mut commit_tick = tokio::time::interval(self.settings.commit_interval);
-        let mut caught_up_tick = tokio::time::interval(self.settings.caught_up_interval);
         let mut progress_tick = tokio::time::interval(self.settings.progress_interval);
         progress_tick.reset();
-        let check_caught_up = self.settings.until_caught_up.is_some();
         tokio::pin!(shutdown);
         let outcome: anyhow::Result<Ending> = loop {
             let deadline = self.batch_deadline;
+            let lag_changed = async {
+                match until_caught_up.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
                 _ = sleep_until(deadline) => Event::Linger,
                 _ = commit_tick.tick() => Event::Commit,
-                _ = caught_up_tick.tick(), if check_caught_up => Event::CheckCaughtUp,
+                changed = lag_changed => Event::LagStatus(changed),
                 _ = progress_tick.tick() => Event::Progress,
                 message = consumer.recv() => Event::Message(message),
             };
@@ -218,12 +224,24 @@ impl Pipeline {
                     }
                 }
                 Event::Linger => self.seal(),
-                Event::Commit => self.commit(CommitMode::Async),
-                Event::CheckCaughtUp => match self.caught_up().await {
-                    Ok(true) => break Ok(Ending::CaughtUp),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "caught-up check failed; will retry"),
-                },
+                Event::Commit => {
+                    self.commit(CommitMode::Async);
+                    self.board.pipeline_tick(self.counters());
+                }
+                Event::LagStatus(Ok(())) => {
+                    let caught_up = until_caught_up
+                        .as_ref()
+                        .is_some_and(|rx| *rx.borrow() == Some(Status::CaughtUp));
+                    if caught_up {
+                        break Ok(Ending::CaughtUp);
+                    }
+                }
+                Event::LagStatus(Err(_)) => {
+                    tracing::error!(
+                        "the lag monitor stopped; --until-caught-up can no longer end the run"
+                    );
+                    until_caught_up = None;
+                }
                 Event::Progress => self.log_progress(),
                 Event::Message(Ok(message)) => self.on_message(&message),
                 Event::Message(Err(e)) => {
@@ -501,59 +519,18 @@ impl Pipeline {
         (!points.is_empty()).then_some(points)
     }
 
-    /// Whether every assigned partition's committed offset has reached its high watermark, for
-    /// the configured number of checks in a row.
-    async fn caught_up(&mut self) -> anyhow::Result<bool> {
-        let window = self.settings.until_caught_up.unwrap_or(1);
-        let idle =
-            self.batch.is_empty() && self.ready.is_empty() && lock(&self.tracker).pending() == 0;
-        if !idle {
-            self.caught_up_streak = 0;
-            return Ok(false);
-        }
-        self.commit(CommitMode::Sync);
-        let committed: Vec<(i32, Option<i64>)> = lock(&self.tracker).committed().collect();
-        if committed.is_empty() {
-            self.caught_up_streak = 0;
-            return Ok(false);
-        }
-        let consumer = Arc::clone(&self.consumer);
-        let topic = self.settings.topic.clone();
-        let all_caught_up = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
-            let timeout = Duration::from_secs(5);
-            let mut unknown = TopicPartitionList::new();
-            for (p, c) in &committed {
-                if c.is_none() {
-                    unknown.add_partition(&topic, *p);
-                }
-            }
-            let stored = if unknown.count() > 0 {
-                Some(consumer.committed_offsets(unknown, timeout)?)
-            } else {
-                None
-            };
-            for (p, c) in committed {
-                let (low, high) = consumer.fetch_watermarks(&topic, p, timeout)?;
-                let from_broker = stored
-                    .as_ref()
-                    .and_then(|s| s.find_partition(&topic, p))
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                if c.or(from_broker).unwrap_or(low).max(low) < high {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+    fn counters(&self) -> serde_json::Value {
+        let s = &self.summary;
+        serde_json::json!({
+            "consumed": s.consumed,
+            "indexed": s.indexed,
+            "deleted": s.deleted,
+            "already_applied": s.already_applied,
+            "dead_lettered": s.dead_lettered,
+            "pending": lock(&self.tracker).pending(),
+            "paused": self.paused,
+            "bulk_in_flight": self.bulk_in_flight,
         })
-        .await??;
-        self.caught_up_streak = if all_caught_up {
-            self.caught_up_streak + 1
-        } else {
-            0
-        };
-        Ok(self.caught_up_streak >= window)
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {

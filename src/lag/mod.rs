@@ -3,4 +3,75 @@
 //!
 //! - [`rule`] is the pure judgement over samples.
 
+pub mod monitor;
 pub mod rule;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use tokio::sync::watch;
+
+use crate::status::StatusBoard;
+use rule::{LagRule, Status};
+
+/// What the background lag monitor watches and how often.
+#[derive(Debug, Clone)]
+pub struct MonitorSettings {
+    /// The command topic.
+    pub topic: String,
+    /// Our group.
+    pub group: String,
+    /// The legacy indexer's group, for the gap to legacy.
+    pub legacy_group: Option<String>,
+    /// The status rule.
+    pub rule: LagRule,
+    /// Time between samples.
+    pub interval: Duration,
+}
+
+/// Starts sampling in the background: exports the `lag.*` gauges, updates `board`, and publishes
+/// the group's status on the returned channel after every sample.
+pub fn spawn_monitor(
+    config: &ClientConfig,
+    settings: MonitorSettings,
+    board: Arc<StatusBoard>,
+) -> anyhow::Result<watch::Receiver<Option<Status>>> {
+    let mut monitor = monitor::LagMonitor::new(
+        config,
+        &settings.topic,
+        &settings.group,
+        settings.legacy_group.as_deref(),
+        settings.rule,
+    )?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.interval);
+        loop {
+            tick.tick().await;
+            let sampled = tokio::task::spawn_blocking(move || {
+                let result = monitor.sample();
+                (monitor, result)
+            })
+            .await;
+            let Ok((returned, result)) = sampled else {
+                tracing::error!("the lag monitor panicked; lag is no longer reported");
+                return;
+            };
+            monitor = returned;
+            match result {
+                Ok(report) => {
+                    monitor::export(&report);
+                    let status = report.status();
+                    board.monitor_tick(Some(report));
+                    tx.send_replace(status);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sampling the lag failed; will retry");
+                    board.monitor_tick(None);
+                }
+            }
+        }
+    });
+    Ok(rx)
+}

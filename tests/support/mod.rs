@@ -355,6 +355,10 @@ pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<Str
         "session.timeout.ms=6000",
         "--kafka",
         "heartbeat.interval.ms=500",
+        "--interval-secs",
+        "1",
+        "--window-secs",
+        "2",
     ]
     .iter()
     .map(|s| s.to_string())

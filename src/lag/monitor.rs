@@ -1,0 +1,330 @@
+//! Sampling a group's lag from Kafka and keeping one [`PartitionWindow`] per partition.
+//!
+//! The monitor holds one librdkafka client per group it watches (ours and, optionally, the
+//! legacy indexer's) and asks for watermarks and committed offsets on each [`LagMonitor::sample`].
+//! Those calls block, so callers in async code run them on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::rule::{Judgement, LagRule, PartitionWindow, Sample, Status};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One partition's row in a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionRow {
+    /// Partition number.
+    pub partition: i32,
+    /// High watermark.
+    pub high: i64,
+    /// Our group's committed offset (`None`: nothing committed).
+    pub committed: Option<i64>,
+    /// The legacy group's committed offset, when one is watched.
+    pub legacy_committed: Option<i64>,
+    /// Offset lag.
+    pub lag: i64,
+    /// Legacy committed minus ours.
+    pub gap_to_legacy: Option<i64>,
+    /// Messages committed per second (EWMA).
+    pub consume_rate: f64,
+    /// Messages produced per second (EWMA).
+    pub produce_rate: f64,
+    /// Seconds until the lag closes, if it is closing.
+    pub eta_secs: Option<f64>,
+    /// Seconds since the committed offset last moved.
+    pub commit_age_secs: f64,
+    /// The partition's status.
+    pub status: String,
+}
+
+/// A group's lag on one topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct LagReport {
+    /// The group.
+    pub group: String,
+    /// The legacy group, when one is watched.
+    pub legacy_group: Option<String>,
+    /// The topic.
+    pub topic: String,
+    /// The group's status: its worst partition's.
+    pub status: String,
+    /// Total offset lag.
+    pub total_lag: i64,
+    /// Total gap to the legacy group.
+    pub total_gap_to_legacy: Option<i64>,
+    /// Total consume rate.
+    pub consume_rate: f64,
+    /// Seconds until the whole lag closes at the current rates, if it is closing.
+    pub eta_secs: Option<f64>,
+    /// Group membership as far as the broker tells it.
+    pub membership: String,
+    /// One row per partition.
+    pub partitions: Vec<PartitionRow>,
+    #[serde(skip)]
+    status_value: Option<Status>,
+}
+
+impl LagReport {
+    /// The group's status, if any partition has been judged.
+    pub fn status(&self) -> Option<Status> {
+        self.status_value
+    }
+}
+
+/// Watches one group (and optionally the legacy group) on one topic.
+pub struct LagMonitor {
+    topic: String,
+    group: String,
+    legacy_group: Option<String>,
+    ours: BaseConsumer,
+    legacy: Option<BaseConsumer>,
+    rule: LagRule,
+    windows: BTreeMap<i32, PartitionWindow>,
+    started: Instant,
+    last_status: Option<Status>,
+}
+
+impl LagMonitor {
+    /// Connects a monitor for `group` (and `legacy_group`) on `topic`.
+    pub fn new(
+        config: &ClientConfig,
+        topic: &str,
+        group: &str,
+        legacy_group: Option<&str>,
+        rule: LagRule,
+    ) -> anyhow::Result<Self> {
+        let client = |g: &str| -> anyhow::Result<BaseConsumer> {
+            Ok(config
+                .clone()
+                .set("group.id", g)
+                .set("enable.auto.commit", "false")
+                .create()?)
+        };
+        Ok(Self {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            legacy_group: legacy_group.map(str::to_owned),
+            ours: client(group)?,
+            legacy: legacy_group.map(client).transpose()?,
+            rule,
+            windows: BTreeMap::new(),
+            started: Instant::now(),
+            last_status: None,
+        })
+    }
+
+    /// Takes one sample of every partition and judges them. Blocking.
+    pub fn sample(&mut self) -> anyhow::Result<LagReport> {
+        let metadata = self.ours.fetch_metadata(Some(&self.topic), TIMEOUT)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        anyhow::ensure!(
+            !partitions.is_empty(),
+            "topic `{}` does not exist or has no partitions",
+            self.topic
+        );
+        let ours = committed(&self.ours, &self.topic, &partitions)?;
+        let legacy = match &self.legacy {
+            Some(c) => Some(committed(c, &self.topic, &partitions)?),
+            None => None,
+        };
+        let at = self.started.elapsed().as_secs_f64();
+        let mut rows = Vec::with_capacity(partitions.len());
+        let mut judgements = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let (low, high) = self.ours.fetch_watermarks(&self.topic, p, TIMEOUT)?;
+            let committed = ours.get(&p).copied().flatten();
+            let legacy_committed = legacy.as_ref().and_then(|l| l.get(&p).copied().flatten());
+            let sample = Sample {
+                at,
+                high,
+                committed: committed.unwrap_or(low).max(low),
+                legacy_committed,
+            };
+            // Membership cannot be read from every broker; None means "unknown", never "stopped".
+            let judgement = self
+                .windows
+                .entry(p)
+                .or_default()
+                .observe(sample, &self.rule, None);
+            rows.push(row(p, high, committed, legacy_committed, &judgement));
+            judgements.push(judgement);
+        }
+        let status = Status::worst(judgements.iter().map(|j| j.status));
+        if status != self.last_status {
+            if let Some(s) = status {
+                tracing::info!(group = %self.group, topic = %self.topic, status = %s, "lag status changed");
+            }
+            self.last_status = status;
+        }
+        let total_lag: i64 = judgements.iter().map(|j| j.lag).sum();
+        let closing: f64 = judgements
+            .iter()
+            .map(|j| j.consume_rate - j.produce_rate)
+            .sum();
+        Ok(LagReport {
+            group: self.group.clone(),
+            legacy_group: self.legacy_group.clone(),
+            topic: self.topic.clone(),
+            status: status.map_or("UNKNOWN".into(), |s| s.to_string()),
+            total_lag,
+            total_gap_to_legacy: self
+                .legacy
+                .as_ref()
+                .map(|_| judgements.iter().filter_map(|j| j.gap_to_legacy).sum()),
+            consume_rate: judgements.iter().map(|j| j.consume_rate).sum(),
+            eta_secs: if total_lag == 0 {
+                Some(0.0)
+            } else if closing > 1e-9 {
+                Some(total_lag as f64 / closing)
+            } else {
+                None
+            },
+            membership: "unknown (not read)".into(),
+            partitions: rows,
+            status_value: status,
+        })
+    }
+}
+
+fn row(
+    partition: i32,
+    high: i64,
+    committed: Option<i64>,
+    legacy_committed: Option<i64>,
+    j: &Judgement,
+) -> PartitionRow {
+    PartitionRow {
+        partition,
+        high,
+        committed,
+        legacy_committed,
+        lag: j.lag,
+        gap_to_legacy: j.gap_to_legacy,
+        consume_rate: j.consume_rate,
+        produce_rate: j.produce_rate,
+        eta_secs: j.eta_secs,
+        commit_age_secs: j.commit_age_secs,
+        status: j.status.to_string(),
+    }
+}
+
+fn committed(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition(topic, *p);
+    }
+    let answer = consumer.committed_offsets(list, TIMEOUT)?;
+    Ok(partitions
+        .iter()
+        .map(|p| {
+            let offset = answer
+                .find_partition(topic, *p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            (*p, offset)
+        })
+        .collect())
+}
+
+/// Exports a report as statsd gauges (`lag.*`), per partition and in total.
+pub fn export(report: &LagReport) {
+    for row in &report.partitions {
+        let labels = [
+            ("group", report.group.clone()),
+            ("topic", report.topic.clone()),
+            ("partition", row.partition.to_string()),
+        ];
+        metrics::gauge!("lag.offsets", &labels).set(row.lag as f64);
+        metrics::gauge!("lag.consume_rate", &labels).set(row.consume_rate);
+        metrics::gauge!("lag.eta_secs", &labels).set(row.eta_secs.unwrap_or(-1.0));
+        metrics::gauge!("lag.commit_age_secs", &labels).set(row.commit_age_secs);
+        if let Some(gap) = row.gap_to_legacy {
+            metrics::gauge!("lag.gap_to_legacy", &labels).set(gap as f64);
+        }
+    }
+    let labels = [
+        ("group", report.group.clone()),
+        ("topic", report.topic.clone()),
+    ];
+    metrics::gauge!("lag.total_offsets", &labels).set(report.total_lag as f64);
+    metrics::gauge!("lag.status", &labels)
+        .set(report.status().map_or(-1.0, |s| f64::from(s.code())));
+    if let Some(gap) = report.total_gap_to_legacy {
+        metrics::gauge!("lag.total_gap_to_legacy", &labels).set(gap as f64);
+    }
+}
+
+/// A human-readable table of a report.
+pub fn render_table(report: &LagReport) -> String {
+    let mut out = format!(
+        "group {} on {}: {} — lag {}{}, {:.0} msg/s, ETA {}\n",
+        report.group,
+        report.topic,
+        report.status,
+        report.total_lag,
+        report
+            .total_gap_to_legacy
+            .map(|g| format!(
+                ", {g} behind {}",
+                report.legacy_group.as_deref().unwrap_or("legacy")
+            ))
+            .unwrap_or_default(),
+        report.consume_rate,
+        eta_text(report.eta_secs),
+    );
+    out.push_str("PARTITION        HIGH   COMMITTED         LAG   GAP-TO-LEGACY    RATE/S   ETA        STATUS\n");
+    for r in &report.partitions {
+        out.push_str(&format!(
+            "{:>9} {:>11} {:>11} {:>11} {:>15} {:>9.0}   {:<10} {}\n",
+            r.partition,
+            r.high,
+            r.committed.map_or("-".into(), |c| c.to_string()),
+            r.lag,
+            r.gap_to_legacy.map_or("-".into(), |g| g.to_string()),
+            r.consume_rate,
+            eta_text(r.eta_secs),
+            r.status
+        ));
+    }
+    out
+}
+
+fn eta_text(eta: Option<f64>) -> String {
+    match eta {
+        Some(s) if s < 1.0 => "now".into(),
+        Some(s) if s < 120.0 => format!("{s:.0}s"),
+        Some(s) if s < 7_200.0 => format!("{:.0}m", s / 60.0),
+        Some(s) => format!("{:.1}h", s / 3_600.0),
+        None => "never".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eta_reads_like_a_person_would_say_it() {
+        assert_eq!(eta_text(Some(0.2)), "now");
+        assert_eq!(eta_text(Some(42.0)), "42s");
+        assert_eq!(eta_text(Some(600.0)), "10m");
+        assert_eq!(eta_text(Some(36_000.0)), "10.0h");
+        assert_eq!(eta_text(None), "never");
+    }
+}

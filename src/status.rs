@@ -1,0 +1,179 @@
+//! The status endpoint of `run --status-addr`: `/healthz`, `/readyz` and `/status`.
+//!
+//! - `/healthz` is 200 while the replay loop and the lag monitor both ticked recently; a stuck
+//!   loop turns it 503, which is what a liveness probe should restart.
+//! - `/readyz` is 200 only while the lag status is CAUGHT_UP: a readiness probe, and the gate a
+//!   cutover script can poll.
+//! - `/status` is the latest lag report as JSON, plus the replay's counters.
+//!
+//! A probe endpoint needs nothing of a web framework, so this is a minimal HTTP/1.1 responder
+//! (GET only, one request per connection).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::lag::monitor::LagReport;
+use crate::lag::rule::Status;
+
+/// How recent a tick must be for `/healthz`.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
+
+/// Shared state the loops write and the endpoint reads.
+#[derive(Default)]
+pub struct StatusBoard {
+    inner: Mutex<Board>,
+}
+
+#[derive(Default)]
+struct Board {
+    pipeline_tick: Option<Instant>,
+    monitor_tick: Option<Instant>,
+    report: Option<LagReport>,
+    counters: serde_json::Value,
+}
+
+impl StatusBoard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The replay loop is alive; `counters` is its running summary.
+    pub fn pipeline_tick(&self, counters: serde_json::Value) {
+        let mut b = self.lock();
+        b.pipeline_tick = Some(Instant::now());
+        b.counters = counters;
+    }
+
+    /// The lag monitor ran, and produced `report` unless sampling failed.
+    pub fn monitor_tick(&self, report: Option<LagReport>) {
+        let mut b = self.lock();
+        b.monitor_tick = Some(Instant::now());
+        if report.is_some() {
+            b.report = report;
+        }
+    }
+
+    /// Whether both loops ticked recently.
+    pub fn healthy(&self) -> bool {
+        let b = self.lock();
+        let fresh = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < HEALTHY_WITHIN);
+        fresh(b.pipeline_tick) && fresh(b.monitor_tick)
+    }
+
+    /// Whether the latest lag status is CAUGHT_UP.
+    pub fn ready(&self) -> bool {
+        self.lock().report.as_ref().and_then(LagReport::status) == Some(Status::CaughtUp)
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let b = self.lock();
+        json!({"lag": b.report, "replay": b.counters})
+    }
+}
+
+/// Serves the endpoint until the task is dropped.
+pub async fn serve(listener: TcpListener, board: Arc<StatusBoard>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let board = Arc::clone(&board);
+        tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            let mut read = 0;
+            while read < buffer.len() && !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer[read..]))
+                    .await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(n)) => read += n,
+                }
+            }
+            let request = String::from_utf8_lossy(&buffer[..read]);
+            let (status, body) = respond(request.lines().next().unwrap_or_default(), &board);
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+fn respond(request_line: &str, board: &StatusBoard) -> (&'static str, String) {
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if method != "GET" {
+        return (
+            "405 Method Not Allowed",
+            json!({"error": "only GET is served"}).to_string(),
+        );
+    }
+    let ok = |good: bool| {
+        if good {
+            "200 OK"
+        } else {
+            "503 Service Unavailable"
+        }
+    };
+    match path.split('?').next().unwrap_or_default() {
+        "/healthz" => {
+            let healthy = board.healthy();
+            (ok(healthy), json!({"healthy": healthy}).to_string())
+        }
+        "/readyz" => {
+            let ready = board.ready();
+            (
+                ok(ready),
+                json!({"ready": ready, "requires": "CAUGHT_UP"}).to_string(),
+            )
+        }
+        "/status" => ("200 OK", board.status_json().to_string()),
+        _ => (
+            "404 Not Found",
+            json!({"error": "not found", "paths": ["/healthz", "/readyz", "/status"]}).to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_board_nobody_ticked_is_neither_healthy_nor_ready() {
+        let board = StatusBoard::default();
+        assert_eq!(
+            respond("GET /healthz HTTP/1.1", &board).0,
+            "503 Service Unavailable"
+        );
+        assert_eq!(
+            respond("GET /readyz HTTP/1.1", &board).0,
+            "503 Service Unavailable"
+        );
+        assert_eq!(respond("GET /status HTTP/1.1", &board).0, "200 OK");
+        assert_eq!(
+            respond("POST /status HTTP/1.1", &board).0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(respond("GET /nope HTTP/1.1", &board).0, "404 Not Found");
+    }
+
+    #[test]
+    fn healthy_needs_both_loops_to_tick() {
+        let board = StatusBoard::default();
+        board.pipeline_tick(json!({}));
+        assert!(!board.healthy());
+        board.monitor_tick(None);
+        assert!(board.healthy());
+        assert!(!board.ready(), "no report yet");
+    }
+}

@@ -1,0 +1,310 @@
+//! Lag, readiness and stalls against the real broker and ES stand-ins.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dual_indexer::generate::{self, GeneratorSpec};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from the status endpoint: (status code, JSON body), or None if nothing listens yet.
+fn get(port: u16, path: &str) -> Option<(u16, Value)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let code = reply.split_whitespace().nth(1)?.parse().ok()?;
+    let body = reply.split("\r\n\r\n").nth(1)?;
+    Some((code, serde_json::from_str(body).ok()?))
+}
+
+fn lag_json(stack: &Stack, args: &[&str]) -> (i32, Value) {
+    let output = indexer()
+        .args([
+            "lag",
+            "--brokers",
+            &stack.brokers,
+            "--json",
+            "--interval-secs",
+            "1",
+            "--window-secs",
+            "1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    let last = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("lag printed nothing; status {:?}", output.status));
+    (
+        output.status.code().unwrap(),
+        serde_json::from_str(last).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lag_reports_what_another_group_really_committed() {
+    let stack = stack();
+    let topic = unique("lag");
+    let messages = generate::messages(&GeneratorSpec {
+        count: 300,
+        ids: 50,
+        poison_every: 0,
+        ..GeneratorSpec::default()
+    });
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let legacy = unique("legacy");
+    let consumer: BaseConsumer = kafka_config(&stack)
+        .set("group.id", &legacy)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for (p, offset) in [(0, 10), (1, 20), (2, 30)] {
+        list.add_partition_offset(&topic, p, Offset::Offset(offset))
+            .unwrap();
+    }
+    consumer.commit(&list, CommitMode::Sync).unwrap();
+    let highs: Vec<i64> = committed_and_high(&stack, &legacy, &topic)
+        .iter()
+        .map(|(_, _, h)| *h)
+        .collect();
+
+    let (code, report) = lag_json(&stack, &["--group", &legacy, "--topic", &topic]);
+    assert_eq!(code, 0);
+    for (row, expected) in report["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([10, 20, 30])
+    {
+        let p = row["partition"].as_i64().unwrap() as usize;
+        assert_eq!(row["committed"], expected, "{row}");
+        assert_eq!(row["lag"].as_i64().unwrap(), highs[p] - expected, "{row}");
+    }
+    assert_eq!(report["total_lag"].as_i64().unwrap(), 300 - 60);
+
+    let other = unique("new");
+    let (_, report) = lag_json(
+        &stack,
+        &[
+            "--group",
+            &other,
+            "--legacy-group",
+            &legacy,
+            "--topic",
+            &topic,
+        ],
+    );
+    assert_eq!(
+        report["total_gap_to_legacy"], 60,
+        "nothing committed yet, 60 behind the legacy group: {report}"
+    );
+
+    let (code, _) = lag_json(
+        &stack,
+        &[
+            "--group",
+            &legacy,
+            "--topic",
+            &topic,
+            "--fail-if-lag-above",
+            "0",
+        ],
+    );
+    assert_eq!(code, 1, "lag 240 is above 0");
+    let (code, _) = lag_json(
+        &stack,
+        &[
+            "--group",
+            &legacy,
+            "--topic",
+            &topic,
+            "--fail-if-lag-above",
+            "1000",
+        ],
+    );
+    assert_eq!(code, 0);
+    let (code, report) = lag_json(
+        &stack,
+        &[
+            "--group",
+            &legacy,
+            "--topic",
+            &topic,
+            "--fail-unless-caught-up",
+        ],
+    );
+    assert_eq!(code, 1, "a group with lag is not caught up: {report}");
+}
+
+fn start_run(
+    stack: &Stack,
+    es_url: &str,
+    topic: &str,
+    index: &str,
+    port: u16,
+    extra: &[&str],
+) -> Child {
+    let group = unique("indexer");
+    let mut args = run_args(stack, topic, &group, index);
+    let es = args.iter().position(|a| a == "--es-url").unwrap();
+    args[es + 1] = es_url.to_owned();
+    indexer()
+        .args(&args)
+        .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_replay_the_lag_falls_to_zero_and_readyz_flips_to_200() {
+    let stack = stack();
+    let (topic, index, port) = (unique("ready"), unique("tags-v2-ready"), free_port());
+    let messages = generate::messages(&GeneratorSpec {
+        count: 5_000,
+        ids: 1_000,
+        seed: 11,
+        ..GeneratorSpec::default()
+    });
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let mut child = start_run(&stack, &stack.new_es, &topic, &index, port, &[]);
+
+    let (code, _) = wait_for("the status endpoint", Duration::from_secs(30), || {
+        get(port, "/readyz")
+    });
+    assert_eq!(
+        code, 503,
+        "not ready before the lag has been zero for a window"
+    );
+    wait_for("/readyz to turn 200", Duration::from_secs(180), || {
+        (get(port, "/readyz")?.0 == 200).then_some(())
+    });
+    let (code, status) = get(port, "/status").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(status["lag"]["status"], "CAUGHT_UP", "{status}");
+    assert_eq!(status["lag"]["total_lag"], 0);
+    assert_eq!(status["replay"]["consumed"], 5_000, "{status}");
+    assert_eq!(get(port, "/healthz").unwrap().0, 200);
+
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_elasticsearch_makes_the_lag_stalled_and_the_replay_recovers_without_loss() {
+    let stack = stack();
+    let binary = std::env::var("OSMEM_BIN").expect("OSMEM_BIN is exported by scripts/stack.sh env");
+    let es_port = free_port();
+    let mut es = Command::new(binary)
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{es_port}"),
+            "--no-stdin-watch",
+            "--no-ja",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let es_url = format!("http://127.0.0.1:{es_port}");
+    wait_for("the private ES stand-in", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", es_port)).ok()
+    });
+
+    let (topic, index, port) = (unique("stall"), unique("tags-v2-stall"), free_port());
+    let messages = generate::messages(&GeneratorSpec {
+        count: 20_000,
+        ids: 5_000,
+        seed: 12,
+        ..GeneratorSpec::default()
+    });
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let mut child = start_run(
+        &stack,
+        &es_url,
+        &topic,
+        &index,
+        port,
+        &[
+            "--stall-secs",
+            "3",
+            "--request-timeout-secs",
+            "5",
+            "--batch-max-docs",
+            "200",
+        ],
+    );
+
+    wait_for("replay progress", Duration::from_secs(60), || {
+        let (_, status) = get(port, "/status")?;
+        (status["replay"]["indexed"].as_u64()? > 500).then_some(())
+    });
+    let signal = |sig: &str| {
+        assert!(Command::new("kill")
+            .args([sig, &es.id().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    signal("-STOP");
+    let stalled = wait_for("STALLED", Duration::from_secs(60), || {
+        let (_, status) = get(port, "/status")?;
+        (status["lag"]["status"] == "STALLED").then_some(status)
+    });
+    assert!(
+        stalled["lag"]["total_lag"].as_i64().unwrap() > 0,
+        "{stalled}"
+    );
+    assert_eq!(get(port, "/readyz").unwrap().0, 503);
+    assert_eq!(
+        get(port, "/healthz").unwrap().0,
+        200,
+        "the process is alive while Elasticsearch is not"
+    );
+    signal("-CONT");
+
+    wait_for(
+        "CAUGHT_UP after the outage",
+        Duration::from_secs(240),
+        || (get(port, "/readyz")?.0 == 200).then_some(()),
+    );
+    terminate(&child);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
+    let records = read_topic(&stack, &topic);
+    assert_index_equals(
+        &es_url,
+        &index,
+        &oracle(&records, &poison_payloads(&messages), Versions::Offset),
+    )
+    .await;
+    let _ = es.kill();
+    let _ = es.wait();
+}
