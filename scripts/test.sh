@@ -16,4 +16,4 @@ eval "$(scripts/stack.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-2}"
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --locked --all-targets
