@@ -10,6 +10,10 @@
 //!    indexer with SIGTERM and reads its CPU time and peak RSS from the kernel (`wait4`).
 //! 4. Prints the ratio indexer/raw, CPU time per command and peak RSS.
 //!
+//! With `--backlog-rss-secs N` it skips the raw phase and instead lets the indexer work on the
+//! whole backlog for N seconds, then reports its peak RSS and how far it got: run it with a 20k
+//! and a 200k backlog to see that memory follows the in-flight budget, not the backlog.
+//!
 //! ```text
 //! scripts/stack.sh up && eval "$(scripts/stack.sh env)"
 //! cargo build --release --bin dual-indexer
@@ -37,6 +41,7 @@ struct Options {
     batch: usize,
     in_flight: usize,
     indexer: String,
+    backlog_rss_secs: Option<u64>,
 }
 
 fn options() -> Options {
@@ -47,6 +52,7 @@ fn options() -> Options {
         batch: 1_000,
         in_flight: 4,
         indexer: "target/release/dual-indexer".into(),
+        backlog_rss_secs: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -63,7 +69,8 @@ fn options() -> Options {
             "--batch" => o.batch = number(),
             "--in-flight" => o.in_flight = number(),
             "--indexer" => o.indexer = value.clone(),
-            other => panic!("unknown option {other}; accepted: --count --ids --tags --batch --in-flight --indexer"),
+            "--backlog-rss-secs" => o.backlog_rss_secs = Some(number() as u64),
+            other => panic!("unknown option {other}; accepted: --count --ids --tags --batch --in-flight --indexer --backlog-rss-secs"),
         }
     }
     o
@@ -95,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("produced {} commands to {topic}", messages.len());
 
     let client = es::client(&es_url, Duration::from_secs(120))?;
+    if let Some(secs) = o.backlog_rss_secs {
+        return backlog_rss(&o, &brokers, &es_url, &topic, &kafka, secs).await;
+    }
     let raw_index = format!("bench-raw-{run}");
     es::ensure_index(&client, &raw_index, es::NEW_INDEX_TEMPLATE).await?;
     // The raw baseline sends exactly the writes the indexer sends (same ids, same versions: the
@@ -199,26 +209,29 @@ async fn main() -> anyhow::Result<()> {
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let pid = child.id() as libc::pid_t;
+    // The first commit marks the end of start-up (connecting, joining the group); the steady
+    // rate counts from there.
+    let mut first_commit: Option<(f64, i64)> = None;
     loop {
         let positions = tokio::task::spawn_blocking({
             let (kafka, group_id, topic) = (kafka.clone(), group_id.clone(), topic.clone());
             move || group::positions(&kafka, &group_id, &topic)
         })
         .await??;
+        let committed: i64 = positions.iter().filter_map(|p| p.committed).sum();
+        if first_commit.is_none() && committed > 0 {
+            first_commit = Some((started.elapsed().as_secs_f64(), committed));
+        }
         if positions.iter().all(|p| p.committed == Some(p.high)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let indexer_secs = started.elapsed().as_secs_f64();
-    // SAFETY: plain syscalls on the pid of a child this process spawned and has not yet reaped.
-    let (status, usage) = unsafe {
-        libc::kill(pid, libc::SIGTERM);
-        let mut status = 0;
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        (status, usage)
-    };
+    let (startup_secs, at_first) = first_commit.unwrap_or((0.0, 0));
+    let steady_rate = (o.count as i64 - at_first) as f64 / (indexer_secs - startup_secs).max(1e-3);
+    let peak = peak_rss_mb(pid);
+    let (status, usage) = stop(pid);
     anyhow::ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the indexer did not exit cleanly: {status}"
@@ -234,13 +247,99 @@ async fn main() -> anyhow::Result<()> {
     println!("raw bulk capacity        {raw_rate:.0} docs/s");
     println!("dual-indexer             {indexer_rate:.0} commands/s");
     println!("ratio                    {:.2}x", indexer_rate / raw_rate);
+    println!("first commit after       {startup_secs:.1} s (start-up and group join)");
+    println!(
+        "steady rate from then    {steady_rate:.0} commands/s ({:.2}x raw)",
+        steady_rate / raw_rate
+    );
     println!(
         "indexer CPU              {cpu_secs:.2} s ({:.1} us/command)",
         cpu_secs * 1e6 / o.count as f64
     );
-    println!(
-        "indexer peak RSS         {:.1} MB",
-        usage.ru_maxrss as f64 / 1024.0
-    );
+    println!("indexer peak RSS         {peak:.1} MB");
     Ok(())
+}
+
+/// Starts the indexer on the whole backlog, lets it run for `secs`, stops it, and reports its
+/// peak RSS and progress: memory must depend on the in-flight budget, not on the backlog.
+async fn backlog_rss(
+    o: &Options,
+    brokers: &str,
+    es_url: &str,
+    topic: &str,
+    kafka: &ClientConfig,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let run = std::process::id();
+    let (index, group_id) = (format!("bench-rss-{run}"), format!("bench-rss-{run}"));
+    let child = Command::new(&o.indexer)
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            &group_id,
+            "--es-url",
+            es_url,
+        ])
+        .args([
+            "--index",
+            &index,
+            "--create-index",
+            "--batch-max-docs",
+            &o.batch.to_string(),
+        ])
+        .args([
+            "--max-in-flight",
+            &o.in_flight.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let peak = peak_rss_mb(child.id() as libc::pid_t);
+    let (status, _) = stop(child.id() as libc::pid_t);
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the indexer did not exit cleanly: {status}"
+    );
+    let positions = group::positions(kafka, &group_id, topic)?;
+    let committed: i64 = positions.iter().map(|p| p.committed.unwrap_or(0)).sum();
+    println!("backlog                  {} commands", o.count);
+    println!("replayed in {secs} s         {committed} commands");
+    println!("indexer peak RSS         {peak:.1} MB");
+    let client = es::client(es_url, Duration::from_secs(120))?;
+    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
+    Ok(())
+}
+
+/// The child's peak resident set since it exec'd, in MB. (`wait4`'s `ru_maxrss` would also count
+/// the moment between fork and exec, when the child still maps this process's copy of the stream.)
+fn peak_rss_mb(pid: libc::pid_t) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// SIGTERM, then reap the child and return its wait status and resource usage.
+fn stop(pid: libc::pid_t) -> (i32, libc::rusage) {
+    // SAFETY: plain syscalls on the pid of a child this process spawned and has not yet reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(pid, &mut status, 0, &mut usage);
+        (status, usage)
+    }
 }

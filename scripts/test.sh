@@ -16,4 +16,14 @@ eval "$(scripts/stack.sh env)"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --locked --all-targets
+# Examples are compiled and linted by clippy above; they are programs, not tests.
+log=$(mktemp)
+set +e
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --locked --lib --bins --tests --benches 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary, so the total is not hidden among per-binary lines.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"
