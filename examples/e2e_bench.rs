@@ -82,7 +82,7 @@ fn env(name: &str) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let o = options();
+    let o = &options();
     let brokers = env("KAFKA_BROKERS");
     let es_url = env("NEW_ES_URL");
     let run = std::process::id();
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
 
     let client = es::client(&es_url, Duration::from_secs(120))?;
     if let Some(secs) = o.backlog_rss_secs {
-        return backlog_rss(&o, &brokers, &es_url, &topic, &kafka, secs).await;
+        return backlog_rss(o, &brokers, &es_url, &topic, &kafka, secs).await;
     }
     let raw_index = format!("bench-raw-{run}");
     es::ensure_index(&client, &raw_index, es::NEW_INDEX_TEMPLATE).await?;
@@ -181,33 +181,7 @@ async fn main() -> anyhow::Result<()> {
     let index = format!("bench-indexer-{run}");
     let group_id = format!("bench-{run}");
     let started = Instant::now();
-    let child = Command::new(&o.indexer)
-        .args([
-            "run",
-            "--brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--group",
-            &group_id,
-            "--es-url",
-            &es_url,
-        ])
-        .args([
-            "--index",
-            &index,
-            "--create-index",
-            "--batch-max-docs",
-            &o.batch.to_string(),
-        ])
-        .args([
-            "--max-in-flight",
-            &o.in_flight.to_string(),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
+    let child = spawn_indexer(o, &brokers, &es_url, &topic, &group_id, &index)?;
     let pid = child.id() as libc::pid_t;
     // The first commit marks the end of start-up (connecting, joining the group); the steady
     // rate counts from there.
@@ -272,33 +246,7 @@ async fn backlog_rss(
 ) -> anyhow::Result<()> {
     let run = std::process::id();
     let (index, group_id) = (format!("bench-rss-{run}"), format!("bench-rss-{run}"));
-    let child = Command::new(&o.indexer)
-        .args([
-            "run",
-            "--brokers",
-            brokers,
-            "--topic",
-            topic,
-            "--group",
-            &group_id,
-            "--es-url",
-            es_url,
-        ])
-        .args([
-            "--index",
-            &index,
-            "--create-index",
-            "--batch-max-docs",
-            &o.batch.to_string(),
-        ])
-        .args([
-            "--max-in-flight",
-            &o.in_flight.to_string(),
-            "--log-level",
-            "warn",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
+    let child = spawn_indexer(o, brokers, es_url, topic, &group_id, &index)?;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let peak = peak_rss_mb(child.id() as libc::pid_t);
     let (status, _) = stop(child.id() as libc::pid_t);
@@ -314,6 +262,50 @@ async fn backlog_rss(
     let client = es::client(es_url, Duration::from_secs(120))?;
     es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
     Ok(())
+}
+
+/// Starts the release indexer on `topic` with the benchmark's batch size and concurrency, plus
+/// any arguments in `E2E_EXTRA_ARGS`.
+fn spawn_indexer(
+    o: &Options,
+    brokers: &str,
+    es_url: &str,
+    topic: &str,
+    group: &str,
+    index: &str,
+) -> std::io::Result<std::process::Child> {
+    Command::new(&o.indexer)
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--es-url",
+            es_url,
+        ])
+        .args([
+            "--index",
+            index,
+            "--create-index",
+            "--batch-max-docs",
+            &o.batch.to_string(),
+        ])
+        .args([
+            "--max-in-flight",
+            &o.in_flight.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .args(
+            std::env::var("E2E_EXTRA_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
 }
 
 /// The child's peak resident set since it exec'd, in MB. (`wait4`'s `ru_maxrss` would also count

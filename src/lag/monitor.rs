@@ -15,7 +15,7 @@ use super::rule::{Judgement, LagRule, PartitionWindow, Sample, Status};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One partition's row in a report.
+/// One partition's row in a report: its offsets and what the rule says about it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PartitionRow {
     /// Partition number.
@@ -26,20 +26,9 @@ pub struct PartitionRow {
     pub committed: Option<i64>,
     /// The legacy group's committed offset, when one is watched.
     pub legacy_committed: Option<i64>,
-    /// Offset lag.
-    pub lag: i64,
-    /// Legacy committed minus ours.
-    pub gap_to_legacy: Option<i64>,
-    /// Messages committed per second (EWMA).
-    pub consume_rate: f64,
-    /// Messages produced per second (EWMA).
-    pub produce_rate: f64,
-    /// Seconds until the lag closes, if it is closing.
-    pub eta_secs: Option<f64>,
-    /// Seconds since the committed offset last moved.
-    pub commit_age_secs: f64,
-    /// The partition's status.
-    pub status: String,
+    /// Lag, gap, rates, ETA, commit age and status.
+    #[serde(flatten)]
+    pub judgement: Judgement,
 }
 
 /// A group's lag on one topic.
@@ -156,7 +145,13 @@ impl LagMonitor {
                 .entry(p)
                 .or_default()
                 .observe(sample, &self.rule, None);
-            rows.push(row(p, high, committed, legacy_committed, &judgement));
+            rows.push(PartitionRow {
+                partition: p,
+                high,
+                committed,
+                legacy_committed,
+                judgement,
+            });
             judgements.push(judgement);
         }
         let status = Status::worst(judgements.iter().map(|j| j.status));
@@ -177,10 +172,12 @@ impl LagMonitor {
             topic: self.topic.clone(),
             status: status.map_or("UNKNOWN".into(), |s| s.to_string()),
             total_lag,
-            total_gap_to_legacy: self
-                .legacy
-                .as_ref()
-                .map(|_| judgements.iter().filter_map(|j| j.gap_to_legacy).sum()),
+            // Absent unless some partition has a gap: a legacy group that never committed is
+            // "unknown", not "0 behind".
+            total_gap_to_legacy: judgements
+                .iter()
+                .filter_map(|j| j.gap_to_legacy)
+                .reduce(|a, b| a + b),
             consume_rate: judgements.iter().map(|j| j.consume_rate).sum(),
             eta_secs: if total_lag == 0 {
                 Some(0.0)
@@ -193,28 +190,6 @@ impl LagMonitor {
             partitions: rows,
             status_value: status,
         })
-    }
-}
-
-fn row(
-    partition: i32,
-    high: i64,
-    committed: Option<i64>,
-    legacy_committed: Option<i64>,
-    j: &Judgement,
-) -> PartitionRow {
-    PartitionRow {
-        partition,
-        high,
-        committed,
-        legacy_committed,
-        lag: j.lag,
-        gap_to_legacy: j.gap_to_legacy,
-        consume_rate: j.consume_rate,
-        produce_rate: j.produce_rate,
-        eta_secs: j.eta_secs,
-        commit_age_secs: j.commit_age_secs,
-        status: j.status.to_string(),
     }
 }
 
@@ -250,11 +225,12 @@ pub fn export(report: &LagReport) {
             ("topic", report.topic.clone()),
             ("partition", row.partition.to_string()),
         ];
-        metrics::gauge!("lag.offsets", &labels).set(row.lag as f64);
-        metrics::gauge!("lag.consume_rate", &labels).set(row.consume_rate);
-        metrics::gauge!("lag.eta_secs", &labels).set(row.eta_secs.unwrap_or(-1.0));
-        metrics::gauge!("lag.commit_age_secs", &labels).set(row.commit_age_secs);
-        if let Some(gap) = row.gap_to_legacy {
+        let j = &row.judgement;
+        metrics::gauge!("lag.offsets", &labels).set(j.lag as f64);
+        metrics::gauge!("lag.consume_rate", &labels).set(j.consume_rate);
+        metrics::gauge!("lag.eta_secs", &labels).set(j.eta_secs.unwrap_or(-1.0));
+        metrics::gauge!("lag.commit_age_secs", &labels).set(j.commit_age_secs);
+        if let Some(gap) = j.gap_to_legacy {
             metrics::gauge!("lag.gap_to_legacy", &labels).set(gap as f64);
         }
     }
@@ -295,11 +271,13 @@ pub fn render_table(report: &LagReport) -> String {
             r.partition,
             r.high,
             r.committed.map_or("-".into(), |c| c.to_string()),
-            r.lag,
-            r.gap_to_legacy.map_or("-".into(), |g| g.to_string()),
-            r.consume_rate,
-            eta_text(r.eta_secs),
-            r.status
+            r.judgement.lag,
+            r.judgement
+                .gap_to_legacy
+                .map_or("-".into(), |g| g.to_string()),
+            r.judgement.consume_rate,
+            eta_text(r.judgement.eta_secs),
+            r.judgement.status
         ));
     }
     out

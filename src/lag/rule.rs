@@ -79,6 +79,10 @@ impl fmt::Display for Status {
     }
 }
 
+fn status_text<S: serde::Serializer>(status: &Status, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(status)
+}
+
 /// The rule's thresholds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LagRule {
@@ -104,9 +108,10 @@ impl Default for LagRule {
 }
 
 /// What the rule says about a partition now.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Judgement {
     /// The status.
+    #[serde(serialize_with = "status_text")]
     pub status: Status,
     /// The current offset lag.
     pub lag: i64,
