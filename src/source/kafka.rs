@@ -115,7 +115,11 @@ pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
         // small prefetch loses no throughput and keeps the footprint flat.
         .set("queued.min.messages", "10000")
         .set("queued.max.messages.kbytes", "8192")
-        .set("fetch.max.bytes", "8388608");
+        .set("fetch.max.bytes", "8388608")
+        // The loop polls continuously, even while paused, so a short poll interval costs nothing.
+        // It is also the rebalance timeout: a JoinGroup the broker never answers is retried after
+        // a minute instead of librdkafka's default five.
+        .set("max.poll.interval.ms", "60000");
     for (key, value) in base.config_map().iter() {
         config.set(*key, *value);
     }

@@ -370,6 +370,8 @@ pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<Str
         "session.timeout.ms=6000",
         "--kafka",
         "heartbeat.interval.ms=500",
+        "--kafka",
+        "max.poll.interval.ms=30000",
         "--interval-secs",
         "1",
         "--window-secs",
