@@ -89,14 +89,20 @@ pub enum Command {
     Verify(Pending),
     /// Not implemented yet: copy history from the legacy cluster (issue 6).
     Backfill(Pending),
-    /// Not implemented yet: create versioned indices (issue 4).
-    Index(Pending),
-    /// Not implemented yet: atomic alias swaps (issue 4).
-    Alias(Pending),
-    /// Not implemented yet: gated cutover of the read alias (issue 4).
-    Cutover(Pending),
-    /// Not implemented yet: swap the read alias back (issue 4).
-    Rollback(Pending),
+    /// Versioned indices (`tags-v2-000001`, …) with their aliases and bulk-load settings.
+    #[command(subcommand)]
+    Index(IndexCommand),
+    /// Atomic alias changes.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+    /// Move the read alias to the new index, if the gate holds: the replay is CAUGHT_UP and the
+    /// last verify report is clean.
+    #[command(
+        after_help = "The gate: the group's lag is judged over --window-secs and must be CAUGHT_UP, and --verify-report must be clean, at most --max-report-age-secs old, and about the index being cut over to. Bulk-load settings are restored before the alias moves. What changed is written to --record, which `rollback` reads.\n\nExample:\n  dual-indexer cutover --es-url http://127.0.0.1:9201 --alias tags --to tags-v2 --group dual-indexer --topic commands"
+    )]
+    Cutover(CutoverArgs),
+    /// Undo the last cutover (or `alias swap --record`): restore the alias exactly as it was.
+    Rollback(RollbackArgs),
     /// Not implemented yet: print and validate the effective configuration (issue 7).
     Config(Pending),
 }
@@ -360,6 +366,169 @@ pub struct LagArgs {
     /// Exit 1 unless the group is CAUGHT_UP.
     #[arg(long)]
     pub fail_unless_caught_up: bool,
+    /// Also show whether this index (or alias) on --es-url is in bulk-load settings.
+    #[arg(long, requires = "es_url")]
+    pub index: Option<String>,
+    /// The new cluster, for --index.
+    #[arg(long)]
+    pub es_url: Option<String>,
+}
+
+/// Which Elasticsearch cluster an admin subcommand talks to.
+#[derive(Debug, Args, Clone)]
+pub struct EsArgs {
+    /// The cluster's URL.
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_ES_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
+    pub es_url: String,
+}
+
+impl EsArgs {
+    /// A client for the cluster.
+    pub fn client(&self) -> anyhow::Result<elasticsearch::Elasticsearch> {
+        crate::es::client(&self.es_url, Duration::from_secs(60))
+    }
+}
+
+/// `dual-indexer index …`.
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Create the next generation `<prefix>-NNNNNN` from schemas/new-index-template.json, move the
+    /// write alias to it, and add the read alias if no index holds it yet.
+    #[command(
+        after_help = "Example:\n  dual-indexer index create --es-url http://127.0.0.1:9201 --prefix tags-v2 --bulk-load\n  # creates tags-v2-000001, write alias tags-v2 (what `run --index` writes to), read alias tags-v2-read"
+    )]
+    Create(IndexCreateArgs),
+    /// Print an index's bulk-load settings (refresh interval, replicas, what a restore returns to).
+    Show(IndexTargetArgs),
+    /// Put an index into bulk-load settings: refresh_interval -1, no replicas.
+    BulkLoad(IndexTargetArgs),
+    /// Return an index from bulk-load settings to the recorded ones (`cutover` does this itself).
+    Restore(IndexTargetArgs),
+}
+
+/// `dual-indexer index create`.
+#[derive(Debug, Args)]
+pub struct IndexCreateArgs {
+    #[command(flatten)]
+    pub es: EsArgs,
+    /// Index name prefix; the index is `<prefix>-NNNNNN`, one more than the newest generation.
+    #[arg(long, default_value = "tags-v2")]
+    pub prefix: String,
+    /// The write alias (moved to the new index). Default: the prefix.
+    #[arg(long)]
+    pub write_alias: Option<String>,
+    /// The read alias (added only if unheld; `cutover` moves it). Default: `<prefix>-read`.
+    #[arg(long)]
+    pub read_alias: Option<String>,
+    /// Create the index in bulk-load settings (refresh_interval -1, no replicas).
+    #[arg(long)]
+    pub bulk_load: bool,
+    /// Replicas once in service (restored after a bulk load).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u64,
+}
+
+/// An index (or alias) to inspect or change.
+#[derive(Debug, Args)]
+pub struct IndexTargetArgs {
+    #[command(flatten)]
+    pub es: EsArgs,
+    /// The index, or an alias of it.
+    #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2")]
+    pub index: String,
+    /// Replicas to record (bulk-load) or to restore when none were recorded (restore).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u64,
+}
+
+/// `dual-indexer alias …`.
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Make INDEX the only holder of the alias, in one atomic `_aliases` call, and print what changed.
+    Swap(AliasSwapArgs),
+    /// Print which indices hold an alias.
+    Show(AliasShowArgs),
+}
+
+/// `dual-indexer alias swap`.
+#[derive(Debug, Args)]
+pub struct AliasSwapArgs {
+    #[command(flatten)]
+    pub es: EsArgs,
+    /// The alias.
+    #[arg(long)]
+    pub alias: String,
+    /// The index to point it at (an alias of exactly one index is resolved to that index).
+    #[arg(long)]
+    pub to: String,
+    /// Also write what changed to this file, for `rollback --record`.
+    #[arg(long)]
+    pub record: Option<std::path::PathBuf>,
+}
+
+/// `dual-indexer alias show`.
+#[derive(Debug, Args)]
+pub struct AliasShowArgs {
+    #[command(flatten)]
+    pub es: EsArgs,
+    /// The alias.
+    #[arg(long)]
+    pub alias: String,
+}
+
+/// `dual-indexer cutover`.
+#[derive(Debug, Args)]
+pub struct CutoverArgs {
+    #[command(flatten)]
+    pub es: EsArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The read alias that users query.
+    #[arg(long)]
+    pub alias: String,
+    /// The new index (or its write alias, resolved to the one index behind it).
+    #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2")]
+    pub to: String,
+    /// The new indexer's consumer group, which must be CAUGHT_UP.
+    #[arg(long, env = "DUAL_INDEXER_GROUP", default_value = "dual-indexer")]
+    pub group: String,
+    /// The command topic.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands")]
+    pub topic: String,
+    #[command(flatten)]
+    pub rule: LagRuleArgs,
+    /// The report of the last `verify --report`.
+    #[arg(long, default_value = "verify-report.json")]
+    pub verify_report: std::path::PathBuf,
+    /// The oldest verify report accepted, in seconds.
+    #[arg(long, default_value_t = 3_600)]
+    pub max_report_age_secs: u64,
+    /// Where to write what changed, for `rollback`.
+    #[arg(long, default_value = "cutover-record.json")]
+    pub record: std::path::PathBuf,
+    /// Replicas to restore when the index recorded none.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u64,
+    /// Cut over even though the gate refuses. Logged loudly and written to the record.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `dual-indexer rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub es: EsArgs,
+    /// The record written by `cutover` (or `alias swap --record`).
+    #[arg(long, default_value = "cutover-record.json")]
+    pub record: std::path::PathBuf,
+    /// Restore even though the alias moved again since the swap.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `dual-indexer generate`.

@@ -70,11 +70,39 @@ pub struct DeadLetterQueue {
     source_topic: String,
 }
 
+/// librdkafka properties that only consumers take.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.commit.interval.ms",
+    "partition.assignment.strategy",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+];
+
 impl DeadLetterQueue {
     /// A producer for `topic`, recording `source_topic` as every entry's origin.
     pub fn new(config: &ClientConfig, topic: &str, source_topic: &str) -> anyhow::Result<Self> {
+        let mut config = config.clone();
+        // The shared `--kafka` settings may hold consumer-only properties; librdkafka warns about
+        // each one a producer is given.
+        for key in CONSUMER_ONLY {
+            config.remove(key);
+        }
         let producer = config
-            .clone()
             .set("acks", "all")
             .set("message.timeout.ms", "30000")
             .create()

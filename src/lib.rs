@@ -6,10 +6,11 @@
 //! [`source`] (consume, track offsets, commit) → [`command`] (decode) → [`transform`] (new
 //! document schema) → [`sink`] (batch, send, classify per item, retry) → [`dlq`] (dead letters),
 //! tied together by [`pipeline`]. [`generate`] makes synthetic command streams; [`es`] prepares
-//! clusters; [`telemetry`] sets up logs and metrics.
+//! clusters; [`cutover`] moves reads between indices; [`telemetry`] sets up logs and metrics.
 
 pub mod cli;
 pub mod command;
+pub mod cutover;
 pub mod dlq;
 pub mod es;
 pub mod generate;

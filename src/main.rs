@@ -4,7 +4,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use dual_indexer::cli::{Cli, Command, GenerateArgs, LagArgs, RunArgs};
+use dual_indexer::cli::{
+    AliasCommand, Cli, Command, CutoverArgs, GenerateArgs, IndexCommand, LagArgs, RollbackArgs,
+    RunArgs,
+};
+use dual_indexer::cutover::{self, gate, index, SwapRecord};
 use dual_indexer::lag::monitor::{self, LagMonitor};
 use dual_indexer::lag::rule::Status;
 use dual_indexer::pipeline::{Ending, Pipeline};
@@ -43,10 +47,10 @@ fn main() -> ExitCode {
             Command::Lag(args) => lag(args).await,
             Command::Verify(_) => not_implemented("verify", 5),
             Command::Backfill(_) => not_implemented("backfill", 6),
-            Command::Index(_) => not_implemented("index", 4),
-            Command::Alias(_) => not_implemented("alias", 4),
-            Command::Cutover(_) => not_implemented("cutover", 4),
-            Command::Rollback(_) => not_implemented("rollback", 4),
+            Command::Index(command) => index_command(command).await,
+            Command::Alias(command) => alias_command(command).await,
+            Command::Cutover(args) => cutover(args).await,
+            Command::Rollback(args) => rollback(args).await,
             Command::Config(_) => not_implemented("config", 7),
         }
     });
@@ -105,6 +109,12 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(status::serve(listener, Arc::clone(&board)));
     }
     let lag_status = lag::spawn_monitor(&kafka, args.monitor_settings(), Arc::clone(&board))?;
+    tokio::spawn(watch_index_settings(
+        client.clone(),
+        args.index.clone(),
+        args.lag.interval(),
+        Arc::clone(&board),
+    ));
     let pipeline = Pipeline::new(&kafka, sink, settings.clone(), board)?;
     tracing::info!(topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, "replay starting");
     let started = Instant::now();
@@ -141,6 +151,33 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Keeps the status board's view of the target index's bulk-load settings fresh, and says once
+/// (and again on every change) when the index is in bulk-load settings.
+async fn watch_index_settings(
+    client: elasticsearch::Elasticsearch,
+    index_name: String,
+    interval: Duration,
+    board: Arc<StatusBoard>,
+) {
+    let mut last: Option<Vec<index::LoadSettings>> = None;
+    let mut tick = tokio::time::interval(interval.max(Duration::from_secs(5)));
+    loop {
+        tick.tick().await;
+        match index::load_settings(&client, &index_name).await {
+            Ok(settings) => {
+                if last.as_ref() != Some(&settings) {
+                    for s in settings.iter().filter(|s| s.bulk_load) {
+                        tracing::info!(index = %s.index, refresh_interval = ?s.refresh_interval, replicas = ?s.replicas, "the index is in bulk-load settings; `cutover` (or `index restore`) restores them");
+                    }
+                }
+                board.index_settings(serde_json::to_value(&settings).unwrap_or_default());
+                last = Some(settings);
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the index settings failed; will retry"),
+        }
+    }
+}
+
 async fn lag(args: LagArgs) -> anyhow::Result<ExitCode> {
     let kafka = args.kafka.client_config();
     let rule = args.rule.rule();
@@ -151,50 +188,232 @@ async fn lag(args: LagArgs) -> anyhow::Result<ExitCode> {
         args.legacy_group.as_deref(),
         rule,
     )?;
-    let started = std::time::Instant::now();
+    let es = match (&args.es_url, &args.index) {
+        (Some(url), Some(index)) => Some((es::client(url, Duration::from_secs(30))?, index)),
+        _ => None,
+    };
+    let settings = || async {
+        match &es {
+            Some((client, index)) => index::load_settings(client, index).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    if !args.watch {
+        let report = tokio::select! {
+            report = lag::judge_window(monitor, rule.window, args.rule.interval()) => report?,
+            _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
+        };
+        print_report(&report, settings().await?.as_deref(), args.json)?;
+        let above = args
+            .fail_if_lag_above
+            .is_some_and(|n| report.total_lag > n as i64);
+        let not_caught_up = args.fail_unless_caught_up && report.status() != Some(Status::CaughtUp);
+        return Ok(if above || not_caught_up {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let mut tick = tokio::time::interval(args.rule.interval());
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let report = loop {
+    loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
         }
-        let (returned, report) = tokio::task::spawn_blocking(move || {
-            let report = monitor.sample();
-            (monitor, report)
-        })
-        .await?;
+        let (returned, report) = lag::sample(monitor).await?;
         monitor = returned;
-        let report = report?;
-        if args.watch {
-            print_report(&report, args.json)?;
-            continue;
-        }
-        // A status needs a full window of samples.
-        if started.elapsed() >= rule.window {
-            break report;
-        }
-    };
-    print_report(&report, args.json)?;
-    let above = args
-        .fail_if_lag_above
-        .is_some_and(|n| report.total_lag > n as i64);
-    let not_caught_up = args.fail_unless_caught_up && report.status() != Some(Status::CaughtUp);
-    Ok(if above || not_caught_up {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+        print_report(&report?, settings().await?.as_deref(), args.json)?;
+    }
 }
 
-fn print_report(report: &monitor::LagReport, json: bool) -> anyhow::Result<()> {
+fn print_report(
+    report: &monitor::LagReport,
+    settings: Option<&[index::LoadSettings]>,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        let mut value = serde_json::to_value(report)?;
+        if let Some(settings) = settings {
+            value["index"] = serde_json::to_value(settings)?;
+        }
+        println!("{value}");
     } else {
-        println!("{}", monitor::render_table(report));
+        print!("{}", monitor::render_table(report));
+        for s in settings.unwrap_or_default() {
+            println!("{}", s.describe());
+        }
+        println!();
     }
     Ok(())
+}
+
+async fn index_command(command: IndexCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        IndexCommand::Create(args) => {
+            let client = args.es.client()?;
+            let write_alias = args
+                .write_alias
+                .clone()
+                .unwrap_or_else(|| args.prefix.clone());
+            let read_alias = args
+                .read_alias
+                .clone()
+                .unwrap_or_else(|| format!("{}-read", args.prefix));
+            let created = index::create(
+                &client,
+                &index::CreateOptions {
+                    prefix: &args.prefix,
+                    template: es::NEW_INDEX_TEMPLATE,
+                    write_alias: &write_alias,
+                    read_alias: &read_alias,
+                    bulk_load: args.bulk_load,
+                    replicas: args.replicas,
+                },
+            )
+            .await?;
+            println!("created {}", created.index);
+            for action in &created.alias_actions {
+                println!("  {action}");
+            }
+            for s in index::load_settings(&client, &created.index).await? {
+                println!("{}", s.describe());
+            }
+        }
+        IndexCommand::Show(args) => {
+            for s in index::load_settings(&args.es.client()?, &args.index).await? {
+                println!("{}", s.describe());
+            }
+        }
+        IndexCommand::BulkLoad(args) => {
+            let client = args.es.client()?;
+            for s in index::load_settings(&client, &args.index).await? {
+                index::enter_bulk_load(&client, &s.index, args.replicas).await?;
+                println!(
+                    "index {}: bulk-load settings on (refresh_interval -1, replicas 0); `index restore` or `cutover` returns it to replicas {}",
+                    s.index, args.replicas
+                );
+            }
+        }
+        IndexCommand::Restore(args) => {
+            let client = args.es.client()?;
+            for s in index::load_settings(&client, &args.index).await? {
+                match index::restore(&client, &s, args.replicas).await? {
+                    Some(values) => println!("index {}: restored {values}", s.index),
+                    None => println!(
+                        "index {}: not in bulk-load settings; nothing to do",
+                        s.index
+                    ),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn alias_command(command: AliasCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AliasCommand::Swap(args) => {
+            let client = args.es.client()?;
+            let to = cutover::alias::resolve_index(&client, &args.to).await?;
+            let record = cutover::swap(&client, &args.es.es_url, &args.alias, &to).await?;
+            if record.actions.is_empty() {
+                println!(
+                    "alias {} is already on {to} alone; nothing changed",
+                    args.alias
+                );
+            } else {
+                println!("{}", record.describe());
+            }
+            if let Some(path) = &args.record {
+                record.write(path)?;
+                println!("recorded in {} (for `rollback --record`)", path.display());
+            }
+        }
+        AliasCommand::Show(args) => {
+            let state = cutover::alias::read(&args.es.client()?, &args.alias).await?;
+            println!("alias {}: {}", state.alias, state.describe());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cutover(args: CutoverArgs) -> anyhow::Result<ExitCode> {
+    let client = args.es.client()?;
+    let target = cutover::alias::resolve_index(&client, &args.to).await?;
+    let monitor = LagMonitor::new(
+        &args.kafka.client_config(),
+        &args.topic,
+        &args.group,
+        None,
+        args.rule.rule(),
+    )?;
+    println!(
+        "judging the lag of group {} over {}s…",
+        args.group, args.rule.window_secs
+    );
+    let lag_report =
+        lag::judge_window(monitor, args.rule.rule().window, args.rule.interval()).await?;
+    let facts = gate::GateFacts {
+        lag: lag_report.status(),
+        report: gate::read_report(&args.verify_report),
+        target: target.clone(),
+        now: cutover::unix_now(),
+        max_report_age: args.max_report_age_secs,
+    };
+    let refusals = gate::refusals(&facts);
+    if !refusals.is_empty() {
+        if !args.force {
+            println!("cutover refused; nothing changed:");
+            for r in &refusals {
+                println!("  - {r}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+        for r in &refusals {
+            tracing::warn!(reason = %r, "FORCED CUTOVER: the gate refused, overridden by --force");
+            eprintln!("WARNING: FORCED CUTOVER despite: {r}");
+        }
+    }
+    for s in index::load_settings(&client, &target).await? {
+        if let Some(values) = index::restore(&client, &s, args.replicas).await? {
+            println!("index {}: bulk-load settings restored to {values}", s.index);
+        }
+    }
+    es::refresh(&client, &target).await?;
+    let mut record = cutover::swap(&client, &args.es.es_url, &args.alias, &target).await?;
+    record.forced = !refusals.is_empty();
+    record.overridden = refusals;
+    record.write(&args.record)?;
+    println!(
+        "{}{}; recorded in {} for `rollback`",
+        record.describe(),
+        if record.forced { " (FORCED)" } else { "" },
+        args.record.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let client = args.es.client()?;
+    let record = SwapRecord::read(&args.record)?;
+    let (was, actions) = cutover::rollback(&client, &record, args.force).await?;
+    if actions.is_empty() {
+        println!(
+            "alias {} is already on {}; nothing changed",
+            was.alias,
+            record.before.describe()
+        );
+    } else {
+        println!(
+            "alias {}: {} → {} (rolled back)",
+            was.alias,
+            was.describe(),
+            record.before.describe()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {

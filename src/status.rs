@@ -4,7 +4,8 @@
 //!   loop turns it 503, which is what a liveness probe should restart.
 //! - `/readyz` is 200 only while the lag status is CAUGHT_UP: a readiness probe, and the gate a
 //!   cutover script can poll.
-//! - `/status` is the latest lag report as JSON, plus the replay's counters.
+//! - `/status` is the latest lag report as JSON, plus the replay's counters and the target
+//!   index's bulk-load settings.
 //!
 //! A probe endpoint needs nothing of a web framework, so this is a minimal HTTP/1.1 responder
 //! (GET only, one request per connection).
@@ -34,6 +35,7 @@ struct Board {
     monitor_tick: Option<Instant>,
     report: Option<LagReport>,
     counters: serde_json::Value,
+    index: serde_json::Value,
 }
 
 impl StatusBoard {
@@ -57,6 +59,11 @@ impl StatusBoard {
         }
     }
 
+    /// The target index's bulk-load settings, as last read.
+    pub fn index_settings(&self, settings: serde_json::Value) {
+        self.lock().index = settings;
+    }
+
     /// Whether both loops ticked recently.
     pub fn healthy(&self) -> bool {
         let b = self.lock();
@@ -71,7 +78,7 @@ impl StatusBoard {
 
     fn status_json(&self) -> serde_json::Value {
         let b = self.lock();
-        json!({"lag": b.report, "replay": b.counters})
+        json!({"lag": b.report, "replay": b.counters, "index": b.index})
     }
 }
 

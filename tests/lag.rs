@@ -2,35 +2,14 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dual_indexer::generate::{self, GeneratorSpec};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use support::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET `path` from the status endpoint: (status code, JSON body), or None if nothing listens yet.
-fn get(port: u16, path: &str) -> Option<(u16, Value)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let code = reply.split_whitespace().nth(1)?.parse().ok()?;
-    let body = reply.split("\r\n\r\n").nth(1)?;
-    Some((code, serde_json::from_str(body).ok()?))
-}
 
 fn lag_json(stack: &Stack, args: &[&str]) -> (i32, Value) {
     let output = indexer()
@@ -155,17 +134,6 @@ fn start_run(
         .args(extra)
         .spawn()
         .unwrap()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

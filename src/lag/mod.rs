@@ -30,6 +30,42 @@ pub struct MonitorSettings {
     pub interval: Duration,
 }
 
+/// Takes one sample on the blocking pool (librdkafka's calls block) and hands the monitor back.
+pub async fn sample(
+    mut monitor: monitor::LagMonitor,
+) -> anyhow::Result<(monitor::LagMonitor, anyhow::Result<monitor::LagReport>)> {
+    let (monitor, result) = tokio::task::spawn_blocking(move || {
+        let result = monitor.sample();
+        (monitor, result)
+    })
+    .await?;
+    Ok((monitor, result))
+}
+
+/// Samples every `interval` until a whole window has been judged, and returns the last report.
+pub async fn judge_window(
+    mut monitor: monitor::LagMonitor,
+    window: Duration,
+    interval: Duration,
+) -> anyhow::Result<monitor::LagReport> {
+    let mut first_done: Option<std::time::Instant> = None;
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        let began = std::time::Instant::now();
+        let (returned, report) = sample(monitor).await?;
+        monitor = returned;
+        let report = report?;
+        // The window is covered once a sample began a whole window after the first one ended
+        // (and so after the first sample's own timestamp).
+        match first_done {
+            None => first_done = Some(std::time::Instant::now()),
+            Some(first) if began >= first + window => return Ok(report),
+            Some(_) => {}
+        }
+    }
+}
+
 /// Starts sampling in the background: exports the `lag.*` gauges, updates `board`, and publishes
 /// the group's status on the returned channel after every sample.
 pub fn spawn_monitor(

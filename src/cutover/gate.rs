@@ -1,0 +1,156 @@
+//! The cutover gate: may the read alias move to the new index now?
+//!
+//! It holds when both are true:
+//! - the new indexer's group is CAUGHT_UP, judged over a full lag window;
+//! - the newest `verify` report is clean, recent, and about the index being cut over to.
+//!
+//! The decision is a pure function of those facts, so each refusal is unit-tested.
+
+use serde::Deserialize;
+
+use crate::lag::rule::Status;
+
+/// What the gate reads from a `verify --report` file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifyVerdict {
+    /// No differences of any kind.
+    pub clean: bool,
+    /// When the check finished, in Unix seconds.
+    pub finished_at: u64,
+    /// The new side of the comparison.
+    pub new: VerifiedSide,
+}
+
+/// One side of a verify report, as the gate needs it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifiedSide {
+    /// The concrete indices the name resolved to when the check ran.
+    pub indices: Vec<String>,
+}
+
+/// Everything the gate decides on.
+#[derive(Debug, Clone)]
+pub struct GateFacts {
+    /// The group's lag status over the window, if it could be judged.
+    pub lag: Option<Status>,
+    /// The verify report, or why it could not be read.
+    pub report: Result<VerifyVerdict, String>,
+    /// The concrete index the alias is to move to.
+    pub target: String,
+    /// Now, in Unix seconds.
+    pub now: u64,
+    /// The oldest report age accepted, in seconds.
+    pub max_report_age: u64,
+}
+
+/// The reasons the gate refuses; empty when it holds.
+pub fn refusals(facts: &GateFacts) -> Vec<String> {
+    let mut reasons = Vec::new();
+    match facts.lag {
+        Some(Status::CaughtUp) => {}
+        Some(other) => reasons.push(format!(
+            "the replay is {other}, not CAUGHT_UP over the whole lag window"
+        )),
+        None => reasons.push("the replay's lag could not be judged".into()),
+    }
+    match &facts.report {
+        Err(why) => reasons.push(format!("no usable verify report: {why}")),
+        Ok(report) => {
+            if !report.clean {
+                reasons.push("the last verify report found differences".into());
+            }
+            if !report.new.indices.iter().any(|i| i == &facts.target) {
+                reasons.push(format!(
+                    "the last verify report checked {:?}, not `{}`",
+                    report.new.indices, facts.target
+                ));
+            }
+            let age = facts.now.saturating_sub(report.finished_at);
+            if age > facts.max_report_age {
+                reasons.push(format!(
+                    "the last verify report is {age}s old (at most {}s accepted)",
+                    facts.max_report_age
+                ));
+            }
+        }
+    }
+    reasons
+}
+
+/// Reads a verify report for the gate.
+pub fn read_report(path: &std::path::Path) -> Result<VerifyVerdict, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not a verify report: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> GateFacts {
+        GateFacts {
+            lag: Some(Status::CaughtUp),
+            report: Ok(VerifyVerdict {
+                clean: true,
+                finished_at: 1_000,
+                new: VerifiedSide {
+                    indices: vec!["tags-v2-000001".into()],
+                },
+            }),
+            target: "tags-v2-000001".into(),
+            now: 1_100,
+            max_report_age: 3_600,
+        }
+    }
+
+    #[test]
+    fn caught_up_and_a_clean_recent_report_for_the_target_pass() {
+        assert!(refusals(&facts()).is_empty());
+    }
+
+    #[test]
+    fn each_failed_condition_is_named() {
+        let mut f = facts();
+        f.lag = Some(Status::CatchingUp);
+        assert_eq!(refusals(&f).len(), 1);
+        assert!(refusals(&f)[0].contains("CATCHING_UP"));
+
+        let mut f = facts();
+        f.lag = None;
+        assert!(refusals(&f)[0].contains("could not be judged"));
+
+        let mut f = facts();
+        f.report = Err("reading verify-report.json: not found".into());
+        assert!(refusals(&f)[0].contains("no usable verify report"));
+
+        let mut f = facts();
+        if let Ok(r) = &mut f.report {
+            r.clean = false;
+        }
+        assert_eq!(
+            refusals(&f),
+            vec!["the last verify report found differences"]
+        );
+
+        let mut f = facts();
+        f.target = "tags-v2-000002".into();
+        assert!(refusals(&f)[0].contains("not `tags-v2-000002`"));
+
+        let mut f = facts();
+        f.now = 1_000 + 3_601;
+        assert!(refusals(&f)[0].contains("3601s old"));
+    }
+
+    #[test]
+    fn every_reason_is_reported_at_once() {
+        let mut f = facts();
+        f.lag = Some(Status::Stalled);
+        if let Ok(r) = &mut f.report {
+            r.clean = false;
+        }
+        f.now = 100_000;
+        assert_eq!(refusals(&f).len(), 3);
+    }
+}

@@ -1,0 +1,154 @@
+//! Moving reads to the new index, and back: versioned indices, atomic alias swaps, the cutover
+//! gate and the record that makes a rollback exact.
+//!
+//! - [`index`] creates `<prefix>-NNNNNN` generations and manages their bulk-load settings.
+//! - [`alias`] plans and applies alias changes as single atomic `_aliases` calls.
+//! - [`gate`] decides whether a cutover may go ahead.
+//!
+//! A swap writes a [`SwapRecord`]: the alias's holders before and after. `rollback` reads it and
+//! restores the "before" state exactly, refusing if the alias moved again since.
+
+pub mod alias;
+pub mod gate;
+pub mod index;
+
+use std::path::Path;
+
+use elasticsearch::Elasticsearch;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use alias::AliasState;
+
+/// What an alias swap changed, kept so that a rollback can undo exactly that.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwapRecord {
+    /// The cluster, as given (credentials removed).
+    pub cluster: String,
+    /// The alias's holders before the swap.
+    pub before: AliasState,
+    /// The alias's holders right after it.
+    pub after: AliasState,
+    /// The `_aliases` actions applied.
+    pub actions: Vec<Value>,
+    /// When, in Unix seconds.
+    pub at: u64,
+    /// Whether the gate was overridden with `--force`, and what it had refused for.
+    pub forced: bool,
+    /// The gate's refusals, when forced.
+    #[serde(default)]
+    pub overridden: Vec<String>,
+}
+
+impl SwapRecord {
+    /// Reads a record written by `cutover` or `alias swap --record`.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("reading the swap record {}: {e} (it is written by `cutover` and `alias swap --record`)", path.display())
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not a swap record: {e}", path.display()))
+    }
+
+    /// Writes the record, replacing the file atomically.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| anyhow::anyhow!("writing the swap record {}: {e}", path.display()))
+    }
+
+    /// One line for people: `alias tags: tags-v1 → tags-v2-000001`.
+    pub fn describe(&self) -> String {
+        format!(
+            "alias {}: {} → {}",
+            self.before.alias,
+            self.before.describe(),
+            self.after.describe()
+        )
+    }
+}
+
+/// Makes `to` the only holder of `alias` in one atomic call and says what changed.
+pub async fn swap(
+    client: &Elasticsearch,
+    cluster: &str,
+    alias_name: &str,
+    to: &str,
+) -> anyhow::Result<SwapRecord> {
+    let before = alias::read(client, alias_name).await?;
+    let actions = alias::plan_swap(&before, to);
+    alias::apply(client, &actions).await?;
+    let after = alias::read(client, alias_name).await?;
+    Ok(SwapRecord {
+        cluster: redact_url(cluster),
+        before,
+        after,
+        actions,
+        at: unix_now(),
+        forced: false,
+        overridden: Vec::new(),
+    })
+}
+
+/// Restores the alias to the record's "before" state. Refuses, unless `force`, when the alias no
+/// longer looks as the swap left it: someone else moved it since, and undoing blindly would undo
+/// their change too.
+pub async fn rollback(
+    client: &Elasticsearch,
+    record: &SwapRecord,
+    force: bool,
+) -> anyhow::Result<(AliasState, Vec<Value>)> {
+    let current = alias::read(client, &record.before.alias).await?;
+    if current != record.after && !force {
+        anyhow::bail!(
+            "alias {} changed since the swap: it is on {} now, the swap left it on {}; pass --force to restore {} anyway",
+            current.alias,
+            current.describe(),
+            record.after.describe(),
+            record.before.describe()
+        );
+    }
+    let actions = alias::plan_restore(&current, &record.before);
+    alias::apply(client, &actions).await?;
+    Ok((current, actions))
+}
+
+/// Now in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A URL without user and password, for records and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_a_record() {
+        assert_eq!(
+            redact_url("https://elastic:s3cret@es.example:9200/"),
+            "https://es.example:9200/"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9200"),
+            "http://127.0.0.1:9200/"
+        );
+        assert!(!redact_url("not a url with s3cret").contains("s3cret"));
+    }
+}
