@@ -217,6 +217,9 @@ fn committed(
         .collect())
 }
 
+/// `lag.status` before any partition has been judged.
+pub const STATUS_UNKNOWN: u8 = 9;
+
 /// Exports a report as statsd gauges (`lag.*`), per partition and in total.
 pub fn export(report: &LagReport) {
     for row in &report.partitions {
@@ -228,10 +231,14 @@ pub fn export(report: &LagReport) {
         let j = &row.judgement;
         metrics::gauge!("lag.offsets", &labels).set(j.lag as f64);
         metrics::gauge!("lag.consume_rate", &labels).set(j.consume_rate);
-        metrics::gauge!("lag.eta_secs", &labels).set(j.eta_secs.unwrap_or(-1.0));
+        // statsd reads a leading `-` on a gauge as "subtract", so no gauge here is ever negative.
+        metrics::gauge!("lag.closing", &labels).set(if j.eta_secs.is_some() { 1.0 } else { 0.0 });
+        if let Some(eta) = j.eta_secs {
+            metrics::gauge!("lag.eta_secs", &labels).set(eta.max(0.0));
+        }
         metrics::gauge!("lag.commit_age_secs", &labels).set(j.commit_age_secs);
         if let Some(gap) = j.gap_to_legacy {
-            metrics::gauge!("lag.gap_to_legacy", &labels).set(gap as f64);
+            metrics::gauge!("lag.gap_to_legacy", &labels).set(gap.max(0) as f64);
         }
     }
     let labels = [
@@ -239,10 +246,11 @@ pub fn export(report: &LagReport) {
         ("topic", report.topic.clone()),
     ];
     metrics::gauge!("lag.total_offsets", &labels).set(report.total_lag as f64);
-    metrics::gauge!("lag.status", &labels)
-        .set(report.status().map_or(-1.0, |s| f64::from(s.code())));
+    metrics::gauge!("lag.status", &labels).set(f64::from(
+        report.status().map_or(STATUS_UNKNOWN, |s| s.code()),
+    ));
     if let Some(gap) = report.total_gap_to_legacy {
-        metrics::gauge!("lag.total_gap_to_legacy", &labels).set(gap as f64);
+        metrics::gauge!("lag.total_gap_to_legacy", &labels).set(gap.max(0) as f64);
     }
 }
 
