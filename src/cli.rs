@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use crate::pipeline::RunSettings;
 use crate::sink::RetryPolicy;
 use crate::telemetry::LogFormat;
-use crate::transform::VersionSource;
+use crate::transform::{Schema, VersionSource};
 
 /// `--version` output: the crate version and the git commit it was built from.
 pub const VERSION: &str = concat!(
@@ -85,8 +85,11 @@ pub enum Command {
         after_help = "Status needs a full window of samples, so a one-shot `lag` samples for --window-secs before it answers.\n\nExamples:\n  dual-indexer lag --group dual-indexer --legacy-group legacy-indexer --topic commands\n  dual-indexer lag --group dual-indexer --fail-unless-caught-up --window-secs 60   # for cron and cutover scripts\n  dual-indexer lag --group dual-indexer --watch --json"
     )]
     Lag(LagArgs),
-    /// Not implemented yet: compare the legacy and new clusters (issue 5).
-    Verify(Pending),
+    /// Compare the legacy and new clusters, document by document and query by query.
+    #[command(
+        after_help = "Exit codes: 0 clean, 1 differences found, 2 error.\n\nExamples:\n  dual-indexer verify --legacy-url http://127.0.0.1:9200 --legacy-index tags-v1 --es-url http://127.0.0.1:9201 --index tags-v2 --report verify-report.json\n  dual-indexer verify … --sample 1000 --queries queries.jsonl"
+    )]
+    Verify(VerifyArgs),
     /// Not implemented yet: copy history from the legacy cluster (issue 6).
     Backfill(Pending),
     /// Versioned indices (`tags-v2-000001`, …) with their aliases and bulk-load settings.
@@ -179,9 +182,13 @@ pub struct RunArgs {
     /// The index or write alias to write to.
     #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2")]
     pub index: String,
-    /// Create the index from schemas/new-index-template.json if it does not exist.
+    /// Create the index from the schema's template in schemas/ if it does not exist.
     #[arg(long, env = "DUAL_INDEXER_CREATE_INDEX")]
     pub create_index: bool,
+    /// The document shape to write: `new` (keyToValue tags) or `legacy` (dynamic
+    /// `actions.tags.<key>` fields: the reference legacy indexer, run under the legacy group).
+    #[arg(long, env = "DUAL_INDEXER_SCHEMA", default_value = "new")]
+    pub schema: Schema,
     /// Where each write's external version comes from: offset, version or timestamp.
     #[arg(long, env = "DUAL_INDEXER_VERSION_SOURCE", default_value = "offset")]
     pub version_source: VersionSource,
@@ -245,7 +252,7 @@ impl RunArgs {
 
     /// Validates what clap cannot and builds the pipeline settings.
     pub fn settings(&self) -> Result<RunSettings, String> {
-        if self.group == self.legacy_group {
+        if self.schema == Schema::New && self.group == self.legacy_group {
             return Err(format!(
                 "--group `{}` is the legacy indexer's group; the new indexer needs its own group so that both consume the whole topic",
                 self.group
@@ -273,6 +280,7 @@ impl RunArgs {
             group: self.group.clone(),
             dlq_topic: self.dlq_topic(),
             version_source: self.version_source,
+            schema: self.schema,
             batch_max_docs: self.batch_max_docs as usize,
             batch_max_bytes: self.batch_max_bytes as usize,
             linger: Duration::from_millis(self.linger_ms),
@@ -288,7 +296,7 @@ impl RunArgs {
         crate::lag::MonitorSettings {
             topic: self.topic.clone(),
             group: self.group.clone(),
-            legacy_group: Some(self.legacy_group.clone()),
+            legacy_group: (self.schema == Schema::New).then(|| self.legacy_group.clone()),
             rule: self.lag.rule(),
             interval: self.lag.interval(),
         }
@@ -529,6 +537,85 @@ pub struct RollbackArgs {
     /// Restore even though the alias moved again since the swap.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `dual-indexer verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The legacy cluster's URL.
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_LEGACY_ES_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
+    pub legacy_url: String,
+    /// The legacy index or alias.
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_INDEX", default_value = "tags-v1")]
+    pub legacy_index: String,
+    /// The new cluster's URL.
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_ES_URL",
+        default_value = "http://127.0.0.1:9201"
+    )]
+    pub es_url: String,
+    /// The new index or alias.
+    #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2")]
+    pub index: String,
+    /// Check N random legacy documents instead of all (ids only in the new index are then not looked for).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Seed of --sample and of the sampled query corpus.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Leave a field out of the comparison: a name (`updated_at`, `tags.owner`) or a prefix ending in `*` (repeatable).
+    #[arg(long = "ignore-field", value_name = "FIELD")]
+    pub ignore_fields: Vec<String>,
+    /// User queries, one JSON object per line: {"value": …} or {"key": …, "value": …}.
+    #[arg(long, value_name = "FILE")]
+    pub queries: Option<std::path::PathBuf>,
+    /// Without --queries: build the corpus from the tags of this many random legacy documents (0: no query check).
+    #[arg(long, default_value_t = 100)]
+    pub sample_queries: usize,
+    /// Hits compared per query.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_hits: u64,
+    /// Also fail when a search by key and value hits fewer documents only because the legacy text field was analysed.
+    #[arg(long)]
+    pub strict_queries: bool,
+    /// Documents per page.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub page_size: u64,
+    /// Ids and diffs kept in the report per kind of difference (the counts are always complete).
+    #[arg(long, default_value_t = 1_000)]
+    pub max_examples: usize,
+    /// Write the JSON report here (schemas/verify-report.schema.json); `cutover` reads it.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl VerifyArgs {
+    /// The settings of the check.
+    pub fn settings(&self) -> crate::verify::VerifySettings {
+        crate::verify::VerifySettings {
+            legacy_url: self.legacy_url.clone(),
+            legacy_index: self.legacy_index.clone(),
+            new_url: self.es_url.clone(),
+            new_index: self.index.clone(),
+            sample: self.sample,
+            seed: self.seed,
+            ignore: self.ignore_fields.clone(),
+            page_size: self.page_size as usize,
+            max_examples: self.max_examples,
+            queries: self.queries.clone(),
+            sample_queries: self.sample_queries,
+            max_hits: self.max_hits as usize,
+            strict_queries: self.strict_queries,
+        }
+    }
 }
 
 /// `dual-indexer generate`.

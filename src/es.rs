@@ -14,6 +14,10 @@ use serde_json::Value;
 /// The new cluster's index template (`schemas/new-index-template.json`).
 pub const NEW_INDEX_TEMPLATE: &str = include_str!("../schemas/new-index-template.json");
 
+/// The legacy cluster's index template (`schemas/legacy-index-template.json`), for the reference
+/// legacy indexer (`run --schema legacy`).
+pub const LEGACY_INDEX_TEMPLATE: &str = include_str!("../schemas/legacy-index-template.json");
+
 /// Builds a client for one cluster.
 pub fn client(url: &str, timeout: Duration) -> anyhow::Result<Elasticsearch> {
     let parsed = url::Url::parse(url)

@@ -6,7 +6,7 @@
 //! [`source`] (consume, track offsets, commit) → [`command`] (decode) → [`transform`] (new
 //! document schema) → [`sink`] (batch, send, classify per item, retry) → [`dlq`] (dead letters),
 //! tied together by [`pipeline`]. [`generate`] makes synthetic command streams; [`es`] prepares
-//! clusters; [`cutover`] moves reads between indices; [`telemetry`] sets up logs and metrics.
+//! clusters; [`cutover`] moves reads between indices; [`verify`] compares the clusters; [`telemetry`] sets up logs and metrics.
 
 pub mod cli;
 pub mod command;
@@ -22,3 +22,4 @@ pub mod source;
 pub mod status;
 pub mod telemetry;
 pub mod transform;
+pub mod verify;

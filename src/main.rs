@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use dual_indexer::cli::{
     AliasCommand, Cli, Command, CutoverArgs, GenerateArgs, IndexCommand, LagArgs, RollbackArgs,
-    RunArgs,
+    RunArgs, VerifyArgs,
 };
 use dual_indexer::cutover::{self, gate, index, SwapRecord};
 use dual_indexer::lag::monitor::{self, LagMonitor};
@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Generate(args) => generate(args).await,
             Command::Lag(args) => lag(args).await,
-            Command::Verify(_) => not_implemented("verify", 5),
+            Command::Verify(args) => verify(args).await,
             Command::Backfill(_) => not_implemented("backfill", 6),
             Command::Index(command) => index_command(command).await,
             Command::Alias(command) => alias_command(command).await,
@@ -88,8 +88,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let client = es::client(&args.es_url, Duration::from_secs(args.request_timeout_secs))?;
-    if args.create_index && es::ensure_index(&client, &args.index, es::NEW_INDEX_TEMPLATE).await? {
-        tracing::info!(index = %args.index, "created index from schemas/new-index-template.json");
+    if args.create_index && es::ensure_index(&client, &args.index, args.schema.template()).await? {
+        tracing::info!(index = %args.index, schema = %args.schema, "created the index from its template in schemas/");
     }
     if let Err(e) = topics::ensure_topic(&kafka, &settings.dlq_topic, 1).await {
         tracing::warn!(topic = %settings.dlq_topic, error = %e, "could not create the dead-letter topic; relying on the broker to create it");
@@ -116,7 +116,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Arc::clone(&board),
     ));
     let pipeline = Pipeline::new(&kafka, sink, settings.clone(), board)?;
-    tracing::info!(topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, "replay starting");
+    tracing::info!(topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, schema = %settings.schema, "replay starting");
     let started = Instant::now();
     let (ending, summary) = pipeline
         .run(
@@ -393,6 +393,26 @@ async fn cutover(args: CutoverArgs) -> anyhow::Result<ExitCode> {
         args.record.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = dual_indexer::verify::run(&args.settings()).await?;
+    if let Some(path) = &args.report {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", dual_indexer::verify::summary(&report));
+    }
+    Ok(if report.clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {

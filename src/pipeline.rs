@@ -30,7 +30,7 @@ use crate::sink::{Batch, BulkSink, Fatal, ItemOutcome, OpKind, Provenance};
 use crate::source::kafka::{self, lock, IndexerContext};
 use crate::source::offsets::{OffsetTracker, Ticket};
 use crate::status::StatusBoard;
-use crate::transform::{self, Origin, Rejection, VersionSource};
+use crate::transform::{self, Origin, Rejection, Schema, VersionSource};
 
 /// Everything `run` needs besides the Kafka and Elasticsearch connections.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct RunSettings {
     pub dlq_topic: String,
     /// Where the external version comes from.
     pub version_source: VersionSource,
+    /// The document shape written.
+    pub schema: Schema,
     /// A batch is sent once it holds this many documents...
     pub batch_max_docs: usize,
     /// ...or this many bytes...
@@ -272,7 +274,8 @@ impl Pipeline {
         self.partition_metrics(partition).consumed.increment(1);
         let key = message.key();
         let prepared = match message.payload() {
-            Some(payload) => transform::prepare(
+            Some(payload) => transform::prepare_for(
+                self.settings.schema,
                 payload,
                 Origin { key, offset },
                 self.settings.version_source,

@@ -10,6 +10,7 @@
 //! (real ES cannot version an `_update`, and the test stand-in has no painless).
 
 pub mod key_to_value;
+pub mod legacy;
 pub mod new_schema;
 
 use std::borrow::Cow;
@@ -61,6 +62,48 @@ impl fmt::Display for VersionSource {
             Self::Offset => "offset",
             Self::Version => "version",
             Self::Timestamp => "timestamp",
+        })
+    }
+}
+
+/// Which document shape a run writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Schema {
+    /// The flattened `keyToValue` tag schema (`schemas/new-index-template.json`).
+    #[default]
+    New,
+    /// The legacy dynamic-field shape (`schemas/legacy-index-template.json`): the reference
+    /// legacy indexer.
+    Legacy,
+}
+
+impl Schema {
+    /// The index template of this schema.
+    pub fn template(self) -> &'static str {
+        match self {
+            Self::New => crate::es::NEW_INDEX_TEMPLATE,
+            Self::Legacy => crate::es::LEGACY_INDEX_TEMPLATE,
+        }
+    }
+}
+
+impl FromStr for Schema {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "new" => Ok(Self::New),
+            "legacy" => Ok(Self::Legacy),
+            other => Err(format!("`{other}` is not a schema; accepted: new, legacy")),
+        }
+    }
+}
+
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::New => "new",
+            Self::Legacy => "legacy",
         })
     }
 }
@@ -121,12 +164,25 @@ pub fn prepare<'a>(
     origin: Origin<'a>,
     versions: VersionSource,
 ) -> Result<Write<'a>, Rejection> {
+    prepare_for(Schema::New, payload, origin, versions)
+}
+
+/// Decodes a payload and turns it into one write for `schema`.
+pub fn prepare_for<'a>(
+    schema: Schema,
+    payload: &'a [u8],
+    origin: Origin<'a>,
+    versions: VersionSource,
+) -> Result<Write<'a>, Rejection> {
     let mut command = Command::decode(payload).map_err(|e| Rejection::Decode(e.0))?;
     let id = document_id(&mut command, origin.key)?;
     let version = external_version(&command, origin.offset, versions)?;
     let op = match command.kind {
         CommandKind::Delete => Op::Delete,
-        CommandKind::Upsert => Op::Index(new_schema::encode_document(&command)?),
+        CommandKind::Upsert => Op::Index(match schema {
+            Schema::New => new_schema::encode_document(&command)?,
+            Schema::Legacy => legacy::encode_document(&command)?,
+        }),
     };
     Ok(Write { id, version, op })
 }

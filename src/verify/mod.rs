@@ -1,0 +1,625 @@
+//! `dual-indexer verify`: prove the new cluster equals the legacy one, document by document and
+//! query by query.
+//!
+//! - Documents: both indices are streamed in `_id` order with `search_after`, one page ahead on
+//!   each side in its own task, and merge-joined. Each legacy document goes through the same
+//!   legacy → new transform as `backfill` ([`crate::transform::legacy::to_new`]) and is compared
+//!   field by field ([`diff`]). Memory holds two pages and the capped examples, whatever the
+//!   index size. `--sample N` checks N random legacy documents instead.
+//! - Queries: [`queries`].
+//!
+//! The report ([`Report`], schema `schemas/verify-report.schema.json`) is what `cutover` reads.
+
+pub mod diff;
+pub mod queries;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::es;
+use crate::transform::legacy;
+use diff::{FieldDiff, Ignore};
+use queries::QueryOutcome;
+
+/// What to compare and how.
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// Legacy cluster URL and index (or alias).
+    pub legacy_url: String,
+    /// Legacy index.
+    pub legacy_index: String,
+    /// New cluster URL and index (or alias).
+    pub new_url: String,
+    /// New index.
+    pub new_index: String,
+    /// Check this many random legacy documents instead of all.
+    pub sample: Option<usize>,
+    /// Seed of the random sample and the sampled query corpus.
+    pub seed: u64,
+    /// Fields left out of the comparison.
+    pub ignore: Vec<String>,
+    /// Documents per page.
+    pub page_size: usize,
+    /// Ids and diffs kept in the report per kind of difference.
+    pub max_examples: usize,
+    /// Query corpus from a file.
+    pub queries: Option<std::path::PathBuf>,
+    /// Or: sample this many legacy documents' tags for the corpus (0: no query check).
+    pub sample_queries: usize,
+    /// Hits compared per query.
+    pub max_hits: usize,
+    /// Fail on `analysis` query differences too.
+    pub strict_queries: bool,
+}
+
+/// One side of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct SideReport {
+    /// The cluster (credentials removed).
+    pub url: String,
+    /// The index or alias given.
+    pub index: String,
+    /// The concrete indices it resolved to.
+    pub indices: Vec<String>,
+    /// Documents in it.
+    pub count: u64,
+}
+
+/// Ids of one kind of difference: the full count, and the first `max_examples` ids.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdList {
+    /// How many.
+    pub count: u64,
+    /// The first ones, in `_id` order.
+    pub ids: Vec<String>,
+}
+
+/// A document whose content differs.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentDiff {
+    /// The `_id`.
+    pub id: String,
+    /// The fields that differ.
+    pub fields: Vec<FieldDiff>,
+}
+
+/// A legacy document that has no place in the new schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct Untransformable {
+    /// The `_id`.
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The document check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DocumentReport {
+    /// `full` or `sample`.
+    pub mode: &'static str,
+    /// Legacy documents checked.
+    pub checked: u64,
+    /// Of those, equal after the transform.
+    pub matching: u64,
+    /// In the legacy index, not in the new one.
+    pub missing_in_new: IdList,
+    /// In the new index only (not looked for in sample mode).
+    pub only_in_new: IdList,
+    /// How many documents differ.
+    pub differing_count: u64,
+    /// The first differing documents, with their fields.
+    pub differing: Vec<DocumentDiff>,
+    /// How many legacy documents cannot be transformed.
+    pub untransformable_count: u64,
+    /// The first of them, with the reason.
+    pub untransformable: Vec<Untransformable>,
+    /// Fields left out of the comparison.
+    pub ignored_fields: Vec<String>,
+}
+
+impl DocumentReport {
+    fn clean(&self) -> bool {
+        self.missing_in_new.count == 0
+            && self.only_in_new.count == 0
+            && self.differing_count == 0
+            && self.untransformable_count == 0
+    }
+}
+
+/// The query-parity check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueryReport {
+    /// Where the corpus came from.
+    pub corpus: String,
+    /// Queries run.
+    pub total: u64,
+    /// Same hits on both sides.
+    pub equal: u64,
+    /// By key and value: the legacy analysis matched more (see the module docs).
+    pub analysis: u64,
+    /// Any other difference.
+    pub different: u64,
+    /// Whether `analysis` differences count as failures.
+    pub strict: bool,
+    /// Every query that did not return equal hits.
+    pub differences: Vec<QueryOutcome>,
+}
+
+impl QueryReport {
+    fn clean(&self) -> bool {
+        self.different == 0 && (!self.strict || self.analysis == 0)
+    }
+}
+
+/// The whole report (`--report FILE`, and what `cutover` reads).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `dual-indexer verify`.
+    pub tool: &'static str,
+    /// The dual-indexer version.
+    pub version: &'static str,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// Unix seconds.
+    pub finished_at: u64,
+    /// The legacy side.
+    pub legacy: SideReport,
+    /// The new side.
+    pub new: SideReport,
+    /// The document check.
+    pub documents: DocumentReport,
+    /// The query check, when one ran.
+    pub queries: Option<QueryReport>,
+    /// No difference of any kind.
+    pub clean: bool,
+}
+
+/// A page of `(id, _source)` in `_id` order.
+type Page = Vec<(String, Value)>;
+
+/// Streams an index in `_id` order, one page ahead, from its own task.
+fn stream_by_id(
+    client: Elasticsearch,
+    index: String,
+    page_size: usize,
+) -> mpsc::Receiver<anyhow::Result<Page>> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut after: Option<String> = None;
+        loop {
+            let mut body = json!({"size": page_size, "sort": [{"_id": "asc"}], "query": {"match_all": {}}, "track_total_hits": false});
+            if let Some(last) = &after {
+                body["search_after"] = json!([last]);
+            }
+            let page = async {
+                let (status, reply) =
+                    es::request(&client, Method::Post, &format!("/{index}/_search"), Some(&body)).await?;
+                anyhow::ensure!(
+                    (200..300).contains(&status),
+                    "reading `{index}` in _id order failed with HTTP {status}: {reply} (on Elasticsearch 8 and later, sorting on _id needs the cluster setting indices.id_field_data.enabled: true)"
+                );
+                Ok(hits(&reply))
+            }
+            .await;
+            let last_page = page.as_ref().map_or(true, |p| p.len() < page_size);
+            after = page
+                .as_ref()
+                .ok()
+                .and_then(|p| p.last())
+                .map(|(id, _)| id.clone());
+            if tx.send(page).await.is_err() || last_page {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn hits(reply: &Value) -> Page {
+    reply["hits"]["hits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| Some((h["_id"].as_str()?.to_owned(), h["_source"].clone())))
+        .collect()
+}
+
+/// One side of the merge join.
+struct Cursor {
+    pages: mpsc::Receiver<anyhow::Result<Page>>,
+    buffer: VecDeque<(String, Value)>,
+}
+
+impl Cursor {
+    async fn peek(&mut self) -> anyhow::Result<Option<&(String, Value)>> {
+        while self.buffer.is_empty() {
+            match self.pages.recv().await {
+                Some(page) => self.buffer.extend(page?),
+                None => return Ok(None),
+            }
+        }
+        Ok(self.buffer.front())
+    }
+
+    fn advance(&mut self) -> Option<(String, Value)> {
+        self.buffer.pop_front()
+    }
+}
+
+/// Records one difference in a report, counting all and keeping the first examples.
+fn keep<T>(list: &mut Vec<T>, count: &mut u64, max: usize, item: T) {
+    *count += 1;
+    if list.len() < max {
+        list.push(item);
+    }
+}
+
+struct Checker {
+    ignore: Ignore,
+    max: usize,
+    report: DocumentReport,
+}
+
+impl Checker {
+    fn compare(&mut self, id: String, legacy_source: &Value, new_source: &Value) {
+        self.report.checked += 1;
+        match legacy::to_new(legacy_source) {
+            Err(reason) => {
+                let r = &mut self.report;
+                keep(
+                    &mut r.untransformable,
+                    &mut r.untransformable_count,
+                    self.max,
+                    Untransformable { id, reason },
+                );
+            }
+            Ok(expected) => {
+                let fields = diff::diff(&expected, new_source, &self.ignore);
+                if fields.is_empty() {
+                    self.report.matching += 1;
+                } else {
+                    let r = &mut self.report;
+                    keep(
+                        &mut r.differing,
+                        &mut r.differing_count,
+                        self.max,
+                        DocumentDiff { id, fields },
+                    );
+                }
+            }
+        }
+    }
+
+    fn missing(&mut self, id: String) {
+        self.report.checked += 1;
+        let list = &mut self.report.missing_in_new;
+        keep(&mut list.ids, &mut list.count, self.max, id);
+    }
+
+    fn only_new(&mut self, id: String) {
+        let list = &mut self.report.only_in_new;
+        keep(&mut list.ids, &mut list.count, self.max, id);
+    }
+}
+
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} documents, {per_sec}, ETA {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("verify");
+    bar
+}
+
+async fn check_all(
+    legacy: &Elasticsearch,
+    new: &Elasticsearch,
+    settings: &VerifySettings,
+    checker: &mut Checker,
+    total: u64,
+) -> anyhow::Result<()> {
+    let mut l = Cursor {
+        pages: stream_by_id(
+            legacy.clone(),
+            settings.legacy_index.clone(),
+            settings.page_size,
+        ),
+        buffer: VecDeque::new(),
+    };
+    let mut n = Cursor {
+        pages: stream_by_id(new.clone(), settings.new_index.clone(), settings.page_size),
+        buffer: VecDeque::new(),
+    };
+    let bar = progress_bar(total);
+    let mut last_log = Instant::now();
+    loop {
+        let order = match (l.peek().await?, n.peek().await?) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.as_str().cmp(b.as_str()),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (id, _) = l.advance().unwrap_or_default();
+                checker.missing(id);
+                bar.inc(1);
+            }
+            std::cmp::Ordering::Greater => {
+                let (id, _) = n.advance().unwrap_or_default();
+                checker.only_new(id);
+            }
+            std::cmp::Ordering::Equal => {
+                let (id, legacy_source) = l.advance().unwrap_or_default();
+                let (_, new_source) = n.advance().unwrap_or_default();
+                checker.compare(id, &legacy_source, &new_source);
+                bar.inc(1);
+            }
+        }
+        if last_log.elapsed() >= Duration::from_secs(10) {
+            last_log = Instant::now();
+            tracing::info!(
+                checked = checker.report.checked,
+                total,
+                rate_per_sec = bar.per_sec() as u64,
+                "verify progress"
+            );
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// A seeded random sample of legacy documents.
+async fn sample_docs(
+    client: &Elasticsearch,
+    index: &str,
+    size: usize,
+    seed: u64,
+) -> anyhow::Result<Page> {
+    let body = json!({
+        "size": size,
+        "query": {"function_score": {"query": {"match_all": {}}, "random_score": {"seed": seed, "field": "_seq_no"}}}
+    });
+    let (status, reply) = es::request(
+        client,
+        Method::Post,
+        &format!("/{index}/_search"),
+        Some(&body),
+    )
+    .await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "sampling `{index}` failed with HTTP {status}: {reply}"
+    );
+    Ok(hits(&reply))
+}
+
+async fn check_sample(
+    legacy: &Elasticsearch,
+    new: &Elasticsearch,
+    settings: &VerifySettings,
+    checker: &mut Checker,
+    size: usize,
+) -> anyhow::Result<()> {
+    let mut sample = sample_docs(legacy, &settings.legacy_index, size, settings.seed).await?;
+    sample.sort_by(|a, b| a.0.cmp(&b.0));
+    for chunk in sample.chunks(settings.page_size.max(1)) {
+        let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
+        let body = json!({ "ids": ids });
+        let (status, reply) = es::request(
+            new,
+            Method::Post,
+            &format!("/{}/_mget", settings.new_index),
+            Some(&body),
+        )
+        .await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "_mget on `{}` failed with HTTP {status}: {reply}",
+            settings.new_index
+        );
+        let docs = reply["docs"].as_array().cloned().unwrap_or_default();
+        for ((id, legacy_source), doc) in chunk.iter().zip(docs) {
+            if doc["found"] == json!(true) {
+                checker.compare(id.clone(), legacy_source, &doc["_source"]);
+            } else {
+                checker.missing(id.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_queries(
+    legacy: &Elasticsearch,
+    new: &Elasticsearch,
+    settings: &VerifySettings,
+) -> anyhow::Result<Option<QueryReport>> {
+    let (corpus, source) = match &settings.queries {
+        Some(path) => (queries::read_corpus(path)?, path.display().to_string()),
+        None if settings.sample_queries == 0 => return Ok(None),
+        None => {
+            let docs = sample_docs(
+                legacy,
+                &settings.legacy_index,
+                settings.sample_queries,
+                settings.seed ^ 0x9e37,
+            )
+            .await?;
+            let mut tags = Vec::new();
+            for (i, (_, source)) in docs.iter().enumerate() {
+                if let Ok(t) = legacy::legacy_tags(source) {
+                    // One tag per document, chosen by the seed, so the corpus spreads over keys.
+                    if let Some(pick) = t.into_iter().nth((settings.seed as usize + i) % 7) {
+                        tags.push(pick);
+                    }
+                }
+            }
+            (
+                queries::corpus_from_tags(&tags),
+                format!(
+                    "sampled from {} legacy documents (seed {})",
+                    docs.len(),
+                    settings.seed
+                ),
+            )
+        }
+    };
+    let mut report = QueryReport {
+        corpus: source,
+        strict: settings.strict_queries,
+        ..QueryReport::default()
+    };
+    for query in corpus {
+        let (l, lt) = queries::hit_ids(
+            legacy,
+            &settings.legacy_index,
+            &queries::legacy_query(&query),
+            settings.max_hits,
+        )
+        .await?;
+        let (n, nt) = queries::hit_ids(
+            new,
+            &settings.new_index,
+            &queries::new_query(&query),
+            settings.max_hits,
+        )
+        .await?;
+        let outcome = queries::compare(query, &l, &n, lt || nt, 5);
+        report.total += 1;
+        match outcome.class {
+            "equal" => report.equal += 1,
+            "analysis" => report.analysis += 1,
+            _ => report.different += 1,
+        }
+        if outcome.class != "equal" {
+            report.differences.push(outcome);
+        }
+    }
+    Ok(Some(report))
+}
+
+async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<SideReport> {
+    let (status, reply) =
+        es::request(client, Method::Get, &format!("/{index}/_settings"), None).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "index `{index}` on {} cannot be read (HTTP {status}): {reply}",
+        crate::cutover::redact_url(url)
+    );
+    let indices = reply
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    es::refresh(client, index).await?;
+    Ok(SideReport {
+        url: crate::cutover::redact_url(url),
+        index: index.to_owned(),
+        indices,
+        count: es::count(client, index).await?,
+    })
+}
+
+/// Runs the whole check.
+pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
+    let started_at = crate::cutover::unix_now();
+    let timeout = Duration::from_secs(120);
+    let legacy = es::client(&settings.legacy_url, timeout)?;
+    let new = es::client(&settings.new_url, timeout)?;
+    let legacy_side = side(&legacy, &settings.legacy_url, &settings.legacy_index).await?;
+    let new_side = side(&new, &settings.new_url, &settings.new_index).await?;
+    let mut checker = Checker {
+        ignore: Ignore::new(settings.ignore.clone()),
+        max: settings.max_examples,
+        report: DocumentReport {
+            ignored_fields: settings.ignore.clone(),
+            ..DocumentReport::default()
+        },
+    };
+    match settings.sample {
+        None => {
+            checker.report.mode = "full";
+            check_all(&legacy, &new, settings, &mut checker, legacy_side.count).await?;
+        }
+        Some(n) => {
+            checker.report.mode = "sample";
+            check_sample(&legacy, &new, settings, &mut checker, n).await?;
+        }
+    }
+    let queries = check_queries(&legacy, &new, settings).await?;
+    let documents = checker.report;
+    let clean = documents.clean() && queries.as_ref().is_none_or(QueryReport::clean);
+    Ok(Report {
+        tool: "dual-indexer verify",
+        version: env!("CARGO_PKG_VERSION"),
+        started_at,
+        finished_at: crate::cutover::unix_now(),
+        legacy: legacy_side,
+        new: new_side,
+        documents,
+        queries,
+        clean,
+    })
+}
+
+/// The human summary of a report.
+pub fn summary(report: &Report) -> String {
+    let d = &report.documents;
+    let mut out = format!(
+        "verify {} ({}): legacy {} has {} documents, new {} has {}\n  documents ({}): {} checked, {} equal, {} missing in new, {} only in new, {} differing, {} untransformable\n",
+        if report.clean { "CLEAN" } else { "FOUND DIFFERENCES" },
+        report.tool,
+        report.legacy.index, report.legacy.count, report.new.index, report.new.count,
+        d.mode, d.checked, d.matching, d.missing_in_new.count, d.only_in_new.count, d.differing_count, d.untransformable_count,
+    );
+    for id in &d.missing_in_new.ids {
+        out.push_str(&format!("    missing in new: {id}\n"));
+    }
+    for id in &d.only_in_new.ids {
+        out.push_str(&format!("    only in new: {id}\n"));
+    }
+    for doc in &d.differing {
+        for f in &doc.fields {
+            out.push_str(&format!(
+                "    differs: {} {}: legacy {} new {}\n",
+                doc.id, f.field, f.legacy, f.new
+            ));
+        }
+    }
+    for u in &d.untransformable {
+        out.push_str(&format!("    untransformable: {}: {}\n", u.id, u.reason));
+    }
+    if let Some(q) = &report.queries {
+        out.push_str(&format!(
+            "  queries ({}): {} run, {} equal, {} differ by analysis (by key and value: the legacy text field matched more), {} different{}\n",
+            q.corpus, q.total, q.equal, q.analysis, q.different,
+            if q.strict { " (analysis differences count: --strict-queries)" } else { "" }
+        ));
+        for o in q
+            .differences
+            .iter()
+            .filter(|o| o.class == "different" || q.strict)
+            .take(20)
+        {
+            out.push_str(&format!(
+                "    {} {:?}{}: legacy {} hits, new {} (only legacy e.g. {:?}, only new e.g. {:?})\n",
+                o.kind, o.query.value,
+                o.query.key.as_deref().map(|k| format!(" in {k}")).unwrap_or_default(),
+                o.legacy_hits, o.new_hits, o.only_legacy, o.only_new
+            ));
+        }
+    }
+    out
+}
