@@ -58,6 +58,23 @@ pub async fn request(
     Ok((status, value))
 }
 
+/// Like [`request`], but only a 2xx answer is a success: anything else is the error
+/// "`what` failed with HTTP <status>: <body>".
+pub async fn request_ok(
+    client: &Elasticsearch,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let (status, reply) = request(client, method, path, body).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "{what} failed with HTTP {status}: {reply}"
+    );
+    Ok(reply)
+}
+
 /// Creates `index` with the settings and mappings of `template` unless an index or alias of that
 /// name exists. Returns whether it created it.
 pub async fn ensure_index(
@@ -81,22 +98,27 @@ pub async fn ensure_index(
 
 /// Makes recent writes visible to search (real Elasticsearch needs this; the stand-in does not).
 pub async fn refresh(client: &Elasticsearch, index: &str) -> anyhow::Result<()> {
-    let (status, reply) =
-        request(client, Method::Post, &format!("/{index}/_refresh"), None).await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "refreshing `{index}` failed with HTTP {status}: {reply}"
-    );
+    request_ok(
+        client,
+        Method::Post,
+        &format!("/{index}/_refresh"),
+        None,
+        &format!("refreshing `{index}`"),
+    )
+    .await?;
     Ok(())
 }
 
 /// Counts the documents in `index`.
 pub async fn count(client: &Elasticsearch, index: &str) -> anyhow::Result<u64> {
-    let (status, reply) = request(client, Method::Get, &format!("/{index}/_count"), None).await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "counting `{index}` failed with HTTP {status}: {reply}"
-    );
+    let reply = request_ok(
+        client,
+        Method::Get,
+        &format!("/{index}/_count"),
+        None,
+        &format!("counting `{index}`"),
+    )
+    .await?;
     reply["count"]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("`{index}/_count` answered without a count: {reply}"))

@@ -109,12 +109,14 @@ pub async fn create(
     } else {
         body["settings"]["number_of_replicas"] = json!(options.replicas);
     }
-    let (status, reply) =
-        es::request(client, Method::Put, &format!("/{index}"), Some(&body)).await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "creating index `{index}` failed with HTTP {status}: {reply}"
-    );
+    es::request_ok(
+        client,
+        Method::Put,
+        &format!("/{index}"),
+        Some(&body),
+        &format!("creating index `{index}`"),
+    )
+    .await?;
     let write = alias::read(client, options.write_alias).await?;
     let mut actions = alias::plan_restore(
         &write,
@@ -157,18 +159,22 @@ pub async fn load_settings(
     client: &Elasticsearch,
     name: &str,
 ) -> anyhow::Result<Vec<LoadSettings>> {
-    let (status, settings) =
-        es::request(client, Method::Get, &format!("/{name}/_settings"), None).await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "reading the settings of `{name}` failed with HTTP {status}: {settings}"
-    );
-    let (status, mappings) =
-        es::request(client, Method::Get, &format!("/{name}/_mapping"), None).await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "reading the mapping of `{name}` failed with HTTP {status}: {mappings}"
-    );
+    let settings = es::request_ok(
+        client,
+        Method::Get,
+        &format!("/{name}/_settings"),
+        None,
+        &format!("reading the settings of `{name}`"),
+    )
+    .await?;
+    let mappings = es::request_ok(
+        client,
+        Method::Get,
+        &format!("/{name}/_mapping"),
+        None,
+        &format!("reading the mapping of `{name}`"),
+    )
+    .await?;
     let mut out = Vec::new();
     for (index, entry) in settings.as_object().into_iter().flatten() {
         out.push(parse_load_settings(index, entry, &mappings[index]));
@@ -201,17 +207,14 @@ pub async fn enter_bulk_load(
     replicas: u64,
 ) -> anyhow::Result<()> {
     let meta = json!({"_meta": {"dual_indexer": {"restore_settings": restore_values(replicas)}}});
-    let (status, reply) = es::request(
+    es::request_ok(
         client,
         Method::Put,
         &format!("/{index}/_mapping"),
         Some(&meta),
+        &format!("recording the settings to restore on `{index}`"),
     )
     .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "recording the settings to restore on `{index}` failed with HTTP {status}: {reply}"
-    );
     put_settings(
         client,
         index,
@@ -241,17 +244,14 @@ pub async fn restore(
 
 async fn put_settings(client: &Elasticsearch, index: &str, values: &Value) -> anyhow::Result<()> {
     let body = json!({ "index": values });
-    let (status, reply) = es::request(
+    es::request_ok(
         client,
         Method::Put,
         &format!("/{index}/_settings"),
         Some(&body),
+        &format!("changing the settings of `{index}`"),
     )
     .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "changing the settings of `{index}` failed with HTTP {status}: {reply}"
-    );
     Ok(())
 }
 

@@ -39,12 +39,7 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
         write_decoded(&mut out, value);
     }
     out.extend_from_slice(b"}}");
-    for (name, raw) in &command.fields {
-        out.push(b',');
-        write_decoded(&mut out, name);
-        out.push(b':');
-        out.extend_from_slice(raw.get().as_bytes());
-    }
+    new_schema::write_fields(&mut out, &command.fields);
     out.push(b'}');
     Ok(out)
 }

@@ -56,14 +56,20 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
         out.push(b'}');
     }
     out.push(b']');
-    for (name, raw) in &command.fields {
+    write_fields(&mut out, &command.fields);
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Appends `,"name":raw` for each of the command's other fields, unchanged. Both schemas keep
+/// them at the top level of the document.
+pub(super) fn write_fields(out: &mut Vec<u8>, fields: &[crate::command::Field<'_>]) {
+    for (name, raw) in fields {
         out.push(b',');
-        write_decoded(&mut out, name);
+        write_decoded(out, name);
         out.push(b':');
         out.extend_from_slice(raw.get().as_bytes());
     }
-    out.push(b'}');
-    Ok(out)
 }
 
 fn truncate_for_message(s: &str) -> &str {

@@ -392,17 +392,14 @@ async fn sample_docs(
         "size": size,
         "query": {"function_score": {"query": {"match_all": {}}, "random_score": {"seed": seed, "field": "_seq_no"}}}
     });
-    let (status, reply) = es::request(
+    let reply = es::request_ok(
         client,
         Method::Post,
         &format!("/{index}/_search"),
         Some(&body),
+        &format!("sampling `{index}`"),
     )
     .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "sampling `{index}` failed with HTTP {status}: {reply}"
-    );
     Ok(hits(&reply))
 }
 

@@ -93,17 +93,14 @@ pub async fn hit_ids(
     max: usize,
 ) -> anyhow::Result<(BTreeSet<String>, bool)> {
     let body = json!({"query": query, "size": max, "_source": false, "track_total_hits": true, "sort": [{"_id": "asc"}]});
-    let (status, reply) = es::request(
+    let reply = es::request_ok(
         client,
         Method::Post,
         &format!("/{index}/_search"),
         Some(&body),
+        &format!("searching `{index}`"),
     )
     .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "searching `{index}` failed with HTTP {status}: {reply}"
-    );
     let ids: BTreeSet<String> = reply["hits"]["hits"]
         .as_array()
         .into_iter()
