@@ -30,24 +30,12 @@ fn alias_state(es: &str, alias: &str) -> Value {
     }
 }
 
+/// GET a JSON document from the ES stand-in (any answer, including errors).
 fn http_get_json(url: &str) -> Value {
     let url: url::Url = url.parse().unwrap();
-    let port = url.port().unwrap();
-    let mut path = url.path().to_owned();
-    if let Some(q) = url.query() {
-        path = format!("{path}?{q}");
-    }
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or(Value::Null)
+    let (_, body) = get(url.port().unwrap(), &url[url::Position::BeforePath..])
+        .unwrap_or_else(|| panic!("no JSON answer from {url}"));
+    body
 }
 
 async fn es_call(es: &str, method: &str, path: &str, body: Value) -> Value {

@@ -433,11 +433,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// GET `path` from the status endpoint: (status code, JSON body), or None if nothing listens yet.
+/// GET `path` from a loopback HTTP server (the status endpoint, the ES stand-in): (status code, JSON body), or None if nothing listens yet.
 pub fn get(port: u16, path: &str) -> Option<(u16, Value)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
     let code = reply.split_whitespace().nth(1)?.parse().ok()?;
