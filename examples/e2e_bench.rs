@@ -20,6 +20,8 @@
 //! cargo run --release --example e2e_bench -- --count 40000 --ids 20000
 //! ```
 
+mod bench_support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -29,9 +31,7 @@ use dual_indexer::sink::{Batch, Provenance};
 use dual_indexer::source::group;
 use dual_indexer::source::offsets::Ticket;
 use dual_indexer::transform::{prepare, Origin, VersionSource};
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use elasticsearch::http::Method;
-use futures::StreamExt;
 use rdkafka::ClientConfig;
 
 struct Options {
@@ -76,15 +76,11 @@ fn options() -> Options {
     o
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `scripts/stack.sh up` and `eval \"$(scripts/stack.sh env)\"` first"))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = &options();
-    let brokers = env("KAFKA_BROKERS");
-    let es_url = env("NEW_ES_URL");
+    let brokers = bench_support::env("KAFKA_BROKERS");
+    let es_url = bench_support::env("NEW_ES_URL");
     let run = std::process::id();
     let topic = format!("bench-{run}");
     let mut kafka = ClientConfig::new();
@@ -140,40 +136,9 @@ async fn main() -> anyhow::Result<()> {
             batch.body
         })
         .collect();
-    let started = Instant::now();
-    let path = format!("/{raw_index}/_bulk");
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(bodies.iter())
-        .map(|body| {
-            let (client, path) = (&client, &path);
-            async move {
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/x-ndjson"),
-                );
-                let response = client
-                    .send(
-                        Method::Post,
-                        path,
-                        headers,
-                        None::<&()>,
-                        Some(body.as_slice()),
-                        None,
-                    )
-                    .await?;
-                anyhow::ensure!(
-                    response.status_code().is_success(),
-                    "raw bulk answered {}",
-                    response.status_code()
-                );
-                Ok(())
-            }
-        })
-        .buffer_unordered(o.in_flight)
-        .collect()
-        .await;
-    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    let raw_secs = started.elapsed().as_secs_f64();
+    let raw_secs = bench_support::raw_bulk(&client, &raw_index, &bodies, o.in_flight)
+        .await?
+        .as_secs_f64();
     let raw_rate = o.count as f64 / raw_secs;
     es::request(&client, Method::Delete, &format!("/{raw_index}"), None).await?;
     eprintln!("raw bulk capacity: {raw_rate:.0} docs/s ({raw_secs:.2}s)");

@@ -90,8 +90,12 @@ pub enum Command {
         after_help = "Exit codes: 0 clean, 1 differences found, 2 error.\n\nExamples:\n  dual-indexer verify --legacy-url http://127.0.0.1:9200 --legacy-index tags-v1 --es-url http://127.0.0.1:9201 --index tags-v2 --report verify-report.json\n  dual-indexer verify … --sample 1000 --queries queries.jsonl"
     )]
     Verify(VerifyArgs),
-    /// Not implemented yet: copy history from the legacy cluster (issue 6).
-    Backfill(Pending),
+    /// Copy the history Kafka no longer holds from the legacy index into the new one, in parallel
+    /// id slices, beside the live replay; resumable.
+    #[command(
+        after_help = "Versions: by default (--versions yield) every backfilled document carries external version 0, so whatever the live replay writes, including deletes, wins over it. See the README section \"Backfill\".\n\nProgress is checkpointed per slice after every page. After a crash or Ctrl-C, run the same command with --resume; finished slices are not read again. Running a finished backfill again does nothing and says so.\n\nExit codes: 0 complete (dead letters, if any, are in --dead-letter-file), 2 error, 130 interrupted.\n\nExamples:\n  dual-indexer backfill --from-url http://127.0.0.1:9200 --from-index tags-v1 --to-url http://127.0.0.1:9201 --to-index tags-v2 --slices 4\n  dual-indexer backfill … --max-docs-per-sec 2000 --bulk-load\n  dual-indexer backfill … --resume"
+    )]
+    Backfill(BackfillArgs),
     /// Versioned indices (`tags-v2-000001`, …) with their aliases and bulk-load settings.
     #[command(subcommand)]
     Index(IndexCommand),
@@ -614,6 +618,101 @@ impl VerifyArgs {
             sample_queries: self.sample_queries,
             max_hits: self.max_hits as usize,
             strict_queries: self.strict_queries,
+        }
+    }
+}
+
+/// `dual-indexer backfill`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The legacy cluster's URL.
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_LEGACY_ES_URL",
+        default_value = "http://127.0.0.1:9200"
+    )]
+    pub from_url: String,
+    /// The legacy index or alias to copy from.
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_INDEX", default_value = "tags-v1")]
+    pub from_index: String,
+    /// The new cluster's URL.
+    #[arg(
+        long,
+        env = "DUAL_INDEXER_ES_URL",
+        default_value = "http://127.0.0.1:9201"
+    )]
+    pub to_url: String,
+    /// The new index or write alias to copy into (it must exist).
+    #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2")]
+    pub to_index: String,
+    /// Id ranges to split the legacy index into.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub slices: u64,
+    /// Slices copied at the same time (default: all of them).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub concurrency: Option<u64>,
+    /// Documents per page read, which is also the bulk size.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch_size: u64,
+    /// Throttle: documents per second over all slices (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_docs_per_sec: u64,
+    /// How backfilled documents are versioned: yield (external version 0; the live replay always wins) or legacy-version (the legacy document's _version).
+    #[arg(long, default_value = "yield")]
+    pub versions: crate::backfill::VersionStrategy,
+    /// The checkpoint file.
+    #[arg(long, default_value = "backfill-checkpoint.json")]
+    pub checkpoint: std::path::PathBuf,
+    /// Continue the backfill recorded in --checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Where documents that cannot be copied go, one JSON object per line, appended.
+    #[arg(long, default_value = "backfill-dead-letters.ndjson")]
+    pub dead_letter_file: std::path::PathBuf,
+    /// Put the target index into bulk-load settings (no refresh, no replicas) for the copy and restore them afterwards, also on Ctrl-C.
+    #[arg(long)]
+    pub bulk_load: bool,
+    /// index.gc_deletes on the target during the copy: how long delete tombstones refuse older backfilled copies ("keep": leave the setting alone).
+    #[arg(long, default_value = "12h")]
+    pub gc_deletes: String,
+    /// Bulk attempts per document before it is dead-lettered (also the attempts per page read).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Timeout of one request to either cluster.
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout_secs: u64,
+    /// Seconds between progress log lines.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_secs: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BackfillArgs {
+    /// The settings of the copy.
+    pub fn settings(&self) -> crate::backfill::BackfillSettings {
+        crate::backfill::BackfillSettings {
+            from_url: self.from_url.clone(),
+            from_index: self.from_index.clone(),
+            to_url: self.to_url.clone(),
+            to_index: self.to_index.clone(),
+            slices: self.slices as usize,
+            concurrency: self.concurrency.unwrap_or(self.slices).min(64) as usize,
+            page_size: self.batch_size as usize,
+            max_docs_per_sec: Some(self.max_docs_per_sec).filter(|r| *r > 0),
+            versions: self.versions,
+            checkpoint: self.checkpoint.clone(),
+            resume: self.resume,
+            dead_letters: self.dead_letter_file.clone(),
+            bulk_load: self.bulk_load,
+            gc_deletes: Some(self.gc_deletes.clone()).filter(|g| g != "keep"),
+            retry: crate::sink::RetryPolicy {
+                max_attempts: self.max_attempts,
+                ..Default::default()
+            },
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            progress_every: Duration::from_secs(self.progress_secs),
         }
     }
 }

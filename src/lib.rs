@@ -6,13 +6,15 @@
 //! [`source`] (consume, track offsets, commit) → [`command`] (decode) → [`transform`] (new
 //! document schema) → [`sink`] (batch, send, classify per item, retry) → [`dlq`] (dead letters),
 //! tied together by [`pipeline`]. [`generate`] makes synthetic command streams; [`es`] prepares
-//! clusters; [`cutover`] moves reads between indices; [`verify`] compares the clusters; [`telemetry`] sets up logs and metrics.
+//! clusters; [`cutover`] moves reads between indices; [`verify`] compares the clusters; [`backfill`] copies the history Kafka no longer holds; [`telemetry`] sets up logs and metrics.
 
+pub mod backfill;
 pub mod cli;
 pub mod command;
 pub mod cutover;
 pub mod dlq;
 pub mod es;
+pub mod files;
 pub mod generate;
 pub mod json_text;
 pub mod lag;

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dual_indexer::cli::{
-    AliasCommand, Cli, Command, CutoverArgs, GenerateArgs, IndexCommand, LagArgs, RollbackArgs,
-    RunArgs, VerifyArgs,
+    AliasCommand, BackfillArgs, Cli, Command, CutoverArgs, GenerateArgs, IndexCommand, LagArgs,
+    RollbackArgs, RunArgs, VerifyArgs,
 };
 use dual_indexer::cutover::{self, gate, index, SwapRecord};
 use dual_indexer::lag::monitor::{self, LagMonitor};
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             Command::Generate(args) => generate(args).await,
             Command::Lag(args) => lag(args).await,
             Command::Verify(args) => verify(args).await,
-            Command::Backfill(_) => not_implemented("backfill", 6),
+            Command::Backfill(args) => backfill(args).await,
             Command::Index(command) => index_command(command).await,
             Command::Alias(command) => alias_command(command).await,
             Command::Cutover(args) => cutover(args).await,
@@ -398,10 +398,7 @@ async fn cutover(args: CutoverArgs) -> anyhow::Result<ExitCode> {
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = dual_indexer::verify::run(&args.settings()).await?;
     if let Some(path) = &args.report {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| anyhow::anyhow!("writing the report {}: {e}", path.display()))?;
+        dual_indexer::files::write_json_atomically(path, &report)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -412,6 +409,27 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::warn!("stopping: finishing the pages in flight, restoring index settings and saving the checkpoint (a second signal exits at once)");
+        let _ = stop.send(true);
+        shutdown_signal().await;
+        std::process::exit(130);
+    });
+    let summary = dual_indexer::backfill::run(args.settings(), stopped).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", dual_indexer::backfill::describe(&summary));
+    }
+    Ok(match summary.ending {
+        dual_indexer::backfill::Ending::Interrupted => ExitCode::from(130),
+        _ => ExitCode::SUCCESS,
     })
 }
 

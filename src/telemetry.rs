@@ -70,3 +70,19 @@ pub fn init_statsd(address: &str, prefix: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
     Ok(())
 }
+
+/// A progress bar on stderr for a long job over `total` items: position, rate and ETA. It draws
+/// only when stderr is a terminal, so logs and CI output stay clean.
+pub fn progress_bar(total: u64, job: &str, items: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{msg}} [{{bar:30}}] {{pos}}/{{len}} {items}, {{per_sec}}, ETA {{eta}}"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(job.to_owned());
+    bar
+}

@@ -7,10 +7,10 @@ use dual_indexer::cli::Cli;
 const README: &str = include_str!("../README.md");
 
 #[test]
-fn every_flag_of_run_and_generate_is_in_the_readme() {
+fn every_flag_of_run_generate_lag_and_backfill_is_in_the_readme() {
     let cli = Cli::command();
     let mut missing = Vec::new();
-    for name in ["run", "generate", "lag"] {
+    for name in ["run", "generate", "lag", "backfill"] {
         let sub = cli.find_subcommand(name).expect("subcommand exists");
         for arg in sub.get_arguments().chain(cli.get_arguments()) {
             let Some(long) = arg.get_long() else { continue };

@@ -144,7 +144,6 @@ async fn side_by_side_replays_verify_clean_with_query_parity() {
 async fn planted_faults_in_the_new_cluster_are_reported_exactly() {
     let stack = stack();
     let pair = replay_both(&stack, &corpus()).await;
-    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
     let dump = dump_index(&stack.new_es, &pair.new_index).await;
     let ids: Vec<&String> = dump.keys().collect();
     let (deleted, changed) = (&ids[10..13], &ids[20..22]);
@@ -168,19 +167,7 @@ async fn planted_faults_in_the_new_cluster_are_reported_exactly() {
         json!({"index": {"_id": "zz-stray"}}),
         json!({"tags": [], "title": "stray"})
     ));
-    let response = client
-        .send(
-            elasticsearch::http::Method::Post,
-            &format!("/{}/_bulk?refresh=true", pair.new_index),
-            elasticsearch::http::headers::HeaderMap::new(),
-            None::<&()>,
-            Some(bulk.as_bytes()),
-            None,
-        )
-        .await
-        .unwrap();
-    let reply: Value = response.json().await.unwrap();
-    assert_eq!(reply["errors"], json!(false), "{reply}");
+    bulk_ndjson(&stack.new_es, &pair.new_index, &bulk).await;
 
     let (code, summary, report) = verify(&stack, &pair, &["--sample-queries", "0"]);
     assert_eq!(code, 1, "{summary}");

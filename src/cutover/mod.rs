@@ -52,10 +52,7 @@ impl SwapRecord {
 
     /// Writes the record, replacing the file atomically.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| anyhow::anyhow!("writing the swap record {}: {e}", path.display()))
+        crate::files::write_json_atomically(path, self)
     }
 
     /// One line for people: `alias tags: tags-v1 → tags-v2-000001`.

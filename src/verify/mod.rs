@@ -193,20 +193,9 @@ fn stream_by_id(
     tokio::spawn(async move {
         let mut after: Option<String> = None;
         loop {
-            let mut body = json!({"size": page_size, "sort": [{"_id": "asc"}], "query": {"match_all": {}}, "track_total_hits": false});
-            if let Some(last) = &after {
-                body["search_after"] = json!([last]);
-            }
-            let page = async {
-                let (status, reply) =
-                    es::request(&client, Method::Post, &format!("/{index}/_search"), Some(&body)).await?;
-                anyhow::ensure!(
-                    (200..300).contains(&status),
-                    "reading `{index}` in _id order failed with HTTP {status}: {reply} (on Elasticsearch 8 and later, sorting on _id needs the cluster setting indices.id_field_data.enabled: true)"
-                );
-                Ok(hits(&reply))
-            }
-            .await;
+            let page = es::page_by_id(&client, &index, after.as_deref(), page_size, false)
+                .await
+                .map(|hits| hits.into_iter().map(|h| (h.id, h.source)).collect::<Page>());
             let last_page = page.as_ref().map_or(true, |p| p.len() < page_size);
             after = page
                 .as_ref()
@@ -308,20 +297,6 @@ impl Checker {
     }
 }
 
-fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {pos}/{len} documents, {per_sec}, ETA {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message("verify");
-    bar
-}
-
 async fn check_all(
     legacy: &Elasticsearch,
     new: &Elasticsearch,
@@ -341,7 +316,7 @@ async fn check_all(
         pages: stream_by_id(new.clone(), settings.new_index.clone(), settings.page_size),
         buffer: VecDeque::new(),
     };
-    let bar = progress_bar(total);
+    let bar = crate::telemetry::progress_bar(total, "verify", "documents");
     let mut last_log = Instant::now();
     loop {
         let order = match (l.peek().await?, n.peek().await?) {

@@ -227,6 +227,25 @@ pub async fn dump_index(es_url: &str, index: &str) -> BTreeMap<String, Stored> {
     out
 }
 
+/// Sends an NDJSON `_bulk` body to `index` (refreshing it) and asserts that every item succeeded:
+/// for planting documents the indexer would never write.
+pub async fn bulk_ndjson(es_url: &str, index: &str, body: &str) {
+    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
+    let response = client
+        .send(
+            elasticsearch::http::Method::Post,
+            &format!("/{index}/_bulk?refresh=true"),
+            elasticsearch::http::headers::HeaderMap::new(),
+            None::<&()>,
+            Some(body.as_bytes()),
+            None,
+        )
+        .await
+        .unwrap();
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["errors"], json!(false), "{reply}");
+}
+
 /// Asserts that `index` holds exactly the oracle's documents, and says which differ if not.
 pub async fn assert_index_equals(es_url: &str, index: &str, expected: &BTreeMap<String, Value>) {
     let stored = dump_index(es_url, index).await;

@@ -1,0 +1,58 @@
+//! What the end-to-end benchmarks share: the stack's addresses and the raw `_bulk` baseline.
+
+use std::time::{Duration, Instant};
+
+use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+use futures::StreamExt;
+
+/// A variable of the running stack, or a panic saying how to start it.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `scripts/stack.sh up` and `eval \"$(scripts/stack.sh env)\"` first"))
+}
+
+/// Sends pre-built `_bulk` bodies to `index`, `in_flight` at a time, and returns how long that
+/// took: the server's raw bulk capacity for exactly these writes, with no reading, decoding or
+/// bookkeeping on the client side.
+pub async fn raw_bulk(
+    client: &Elasticsearch,
+    index: &str,
+    bodies: &[Vec<u8>],
+    in_flight: usize,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let path = format!("/{index}/_bulk");
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(bodies)
+        .map(|body| {
+            let path = &path;
+            async move {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-ndjson"),
+                );
+                let response = client
+                    .send(
+                        Method::Post,
+                        path,
+                        headers,
+                        None::<&()>,
+                        Some(body.as_slice()),
+                        None,
+                    )
+                    .await?;
+                anyhow::ensure!(
+                    response.status_code().is_success(),
+                    "raw bulk answered {}",
+                    response.status_code()
+                );
+                Ok(())
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(started.elapsed())
+}

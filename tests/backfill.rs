@@ -1,0 +1,542 @@
+//! `backfill` against two ES stand-ins and the real broker: the copy equals the transform of the
+//! legacy index, a killed copy resumes without re-reading finished slices, a copy racing the live
+//! replay ends in the oracle's state, and documents that cannot be copied are dead-lettered.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dual_indexer::generate::{self, GeneratorSpec};
+use dual_indexer::sink::{Batch, BulkSink, ItemOutcome, Provenance, RetryPolicy};
+use dual_indexer::source::offsets::Ticket;
+use dual_indexer::transform::{self, Origin, Schema, VersionSource};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use support::*;
+
+/// `n` upsert commands for the ids `doc-000000`…, with the generator's tags and fields.
+fn corpus(n: usize, seed: u64) -> Vec<Value> {
+    let spec = GeneratorSpec {
+        count: n * 2,
+        ids: n,
+        tags: 8,
+        seed,
+        poison_every: 0,
+    };
+    let upserts: Vec<Value> = generate::messages(&spec)
+        .into_iter()
+        .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+        .filter(|c| c["type"] == "upsert")
+        .take(n)
+        .enumerate()
+        .map(|(i, mut c)| {
+            c["id"] = json!(generate::doc_id(i));
+            c
+        })
+        .collect();
+    assert_eq!(upserts.len(), n, "the generator gave too few upserts");
+    upserts
+}
+
+/// Writes the commands' documents into a legacy-schema index, the way the legacy indexer would.
+async fn load_legacy(es_url: &str, index: &str, commands: &[Value]) {
+    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
+    dual_indexer::es::ensure_index(&client, index, Schema::Legacy.template())
+        .await
+        .unwrap();
+    let sink = BulkSink::new(
+        client.clone(),
+        index,
+        RetryPolicy::default(),
+        Duration::from_secs(60),
+    );
+    let payloads: Vec<Vec<u8>> = commands
+        .iter()
+        .map(|c| serde_json::to_vec(c).unwrap())
+        .collect();
+    for (chunk_no, chunk) in payloads.chunks(2_000).enumerate() {
+        let mut batch = Batch::default();
+        for (n, payload) in chunk.iter().enumerate() {
+            let offset = (chunk_no * 2_000 + n) as i64;
+            let origin = Origin { key: None, offset };
+            let write =
+                transform::prepare_for(Schema::Legacy, payload, origin, VersionSource::Version)
+                    .unwrap();
+            let ticket = Ticket {
+                partition: 0,
+                offset,
+                epoch: 0,
+            };
+            batch.push(
+                write,
+                Provenance {
+                    ticket,
+                    key: None,
+                    payload,
+                },
+            );
+        }
+        for (_, outcome) in sink.deliver(batch).await.unwrap() {
+            assert!(matches!(outcome, ItemOutcome::Applied(_)), "{outcome:?}");
+        }
+    }
+}
+
+async fn create_new_index(es_url: &str, index: &str) {
+    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
+    assert!(
+        dual_indexer::es::ensure_index(&client, index, Schema::New.template())
+            .await
+            .unwrap()
+    );
+}
+
+/// A scratch directory for one test's checkpoint and dead-letter files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn backfill_args(stack: &Stack, from: &str, to: &str, dir: &Path) -> Vec<String> {
+    [
+        "backfill",
+        "--from-url",
+        &stack.legacy_es,
+        "--from-index",
+        from,
+        "--to-url",
+        &stack.new_es,
+        "--to-index",
+        to,
+        "--checkpoint",
+        &dir.join("checkpoint.json").display().to_string(),
+        "--dead-letter-file",
+        &dir.join("dead-letters.ndjson").display().to_string(),
+        "--progress-secs",
+        "2",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs a backfill to its end and returns its exit code and JSON summary.
+fn backfill(args: &[String], extra: &[&str]) -> (i32, Value) {
+    let output = indexer().args(args).args(extra).output().unwrap();
+    let code = output.status.code().unwrap_or(-1);
+    let summary = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (code, summary)
+}
+
+fn total(summary: &Value, field: &str) -> u64 {
+    summary["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_u64().unwrap())
+        .sum()
+}
+
+/// The oracle's documents for a set of upsert commands.
+fn expected(commands: &[Value]) -> BTreeMap<String, Value> {
+    commands
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_owned(), expected_document(c)))
+        .collect()
+}
+
+/// Runs `verify` between the two indices and returns its exit code.
+fn verify(stack: &Stack, legacy_index: &str, new_index: &str) -> i32 {
+    let output = indexer()
+        .args([
+            "verify",
+            "--legacy-url",
+            &stack.legacy_es,
+            "--legacy-index",
+            legacy_index,
+            "--es-url",
+            &stack.new_es,
+            "--index",
+            new_index,
+            "--sample-queries",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    let code = output.status.code().unwrap_or(-1);
+    if code != 0 {
+        eprintln!("{}", String::from_utf8_lossy(&output.stdout));
+    }
+    code
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_thousand_documents_in_four_slices_equal_the_transform_and_verify_clean() {
+    let stack = stack();
+    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
+    let commands = corpus(20_000, 11);
+    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
+    create_new_index(&stack.new_es, &new_index).await;
+    let dir = scratch("bf-20k");
+    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let (code, summary) = backfill(&args, &["--slices", "4", "--bulk-load"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["ending"], "complete");
+    assert_eq!(summary["slices"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["read_this_run"], 20_000);
+    assert_eq!(total(&summary, "written"), 20_000);
+    assert_eq!(total(&summary, "dead_lettered"), 0);
+    for slice in summary["slices"].as_array().unwrap() {
+        let read = slice["read"].as_u64().unwrap();
+        assert!(
+            (2_500..=7_500).contains(&read),
+            "slices are roughly even: {summary}"
+        );
+    }
+
+    // The oracle, built from the commands independently of the transform under test.
+    assert_index_equals(&stack.new_es, &new_index, &expected(&commands)).await;
+    let stored = dump_index(&stack.new_es, &new_index).await;
+    assert!(
+        stored.values().all(|s| s.version == 0),
+        "backfilled documents carry external version 0"
+    );
+    assert_eq!(verify(&stack, &legacy_index, &new_index), 0);
+
+    // Bulk-load settings and gc_deletes are back as they were.
+    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(60)).unwrap();
+    let settings = dual_indexer::es::request_ok(
+        &client,
+        elasticsearch::http::Method::Get,
+        &format!("/{new_index}/_settings?flat_settings=true"),
+        None,
+        "settings",
+    )
+    .await
+    .unwrap();
+    let s = &settings[&new_index]["settings"];
+    assert_eq!(s["index.refresh_interval"], Value::Null, "{settings}");
+    assert_eq!(s["index.gc_deletes"], Value::Null, "{settings}");
+    assert_ne!(s["index.number_of_replicas"], "0", "{settings}");
+
+    // Running it again is a no-op that says so.
+    let (code, again) = backfill(&args, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(again["ending"], "already_complete");
+    assert_eq!(again["read_this_run"], 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_backfill_resumes_without_rereading_finished_slices() {
+    let stack = stack();
+    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
+    let commands = corpus(6_000, 12);
+    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
+    create_new_index(&stack.new_es, &new_index).await;
+    let dir = scratch("bf-resume");
+    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    // Six slices, two at a time, slowly: slices finish in turns, so a kill lands mid-way.
+    let slow = [
+        "--slices",
+        "6",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "200",
+        "--max-docs-per-sec",
+        "1500",
+    ];
+    let mut first = Guarded(indexer().args(&args).args(slow).spawn().unwrap());
+    let checkpoint_path = dir.join("checkpoint.json");
+    wait_for(
+        "two finished slices and one half-copied",
+        Duration::from_secs(120),
+        || {
+            let c: Value = serde_json::from_slice(&std::fs::read(&checkpoint_path).ok()?).ok()?;
+            let slices = c["slices"].as_array()?;
+            let done = slices.iter().filter(|s| s["done"] == true).count();
+            let partial = slices
+                .iter()
+                .filter(|s| s["done"] == false && s["read"].as_u64() > Some(0))
+                .count();
+            (done >= 2 && partial >= 1).then_some(())
+        },
+    );
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let snapshot: Value =
+        serde_json::from_slice(&std::fs::read(&checkpoint_path).unwrap()).unwrap();
+    let slices_at_kill = snapshot["slices"].as_array().unwrap().clone();
+    assert!(
+        slices_at_kill.iter().any(|s| s["done"] == false),
+        "killed before the end"
+    );
+
+    // Without --resume, an unfinished checkpoint is refused rather than overwritten.
+    let (code, _) = backfill(&args, &[]);
+    assert_eq!(code, 2);
+
+    let (code, resumed) = backfill(&args, &["--resume"]);
+    assert_eq!(code, 0, "{resumed}");
+    assert_eq!(resumed["ending"], "complete");
+    let after = resumed["slices"].as_array().unwrap();
+    let mut finished_before = 0;
+    for (before, now) in slices_at_kill.iter().zip(after) {
+        if before["done"] == true {
+            finished_before += before["read"].as_u64().unwrap();
+            assert_eq!(now["read_this_run"], 0, "finished slice read again: {now}");
+            assert_eq!(now["read"], before["read"], "{now}");
+        } else {
+            // An unfinished slice continues after its last recorded page.
+            let reread = now["read_this_run"].as_u64().unwrap() + before["read"].as_u64().unwrap();
+            assert!(reread >= now["read"].as_u64().unwrap() - before["read"].as_u64().unwrap());
+        }
+    }
+    assert!(finished_before > 0);
+    let read_on_resume = resumed["read_this_run"].as_u64().unwrap();
+    assert!(
+        read_on_resume <= 6_000 - finished_before,
+        "the resumed run read {read_on_resume}, more than what was left"
+    );
+    assert_index_equals(&stack.new_es, &new_index, &expected(&commands)).await;
+    assert_eq!(verify(&stack, &legacy_index, &new_index), 0);
+
+    let (code, again) = backfill(&args, &["--resume"]);
+    assert_eq!(code, 0);
+    assert_eq!(again["ending"], "already_complete");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Commits `group`'s offsets on `topic` at the current high watermarks: to this group, everything
+/// produced so far is outside retention.
+fn commit_at_end(stack: &Stack, group: &str, topic: &str) {
+    let consumer: BaseConsumer = kafka_config(stack)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for (partition, _, high) in committed_and_high(stack, group, topic) {
+        list.add_partition_offset(topic, partition, Offset::Offset(high))
+            .unwrap();
+    }
+    consumer.commit(&list, CommitMode::Sync).unwrap();
+}
+
+fn caught_up(stack: &Stack, group: &str, topic: &str) -> bool {
+    committed_and_high(stack, group, topic)
+        .iter()
+        .all(|(_, committed, high)| *committed == Some(*high))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_racing_the_live_replay_ends_in_the_newest_state() {
+    let stack = stack();
+    let topic = unique("bf-race");
+    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
+    let (legacy_group, new_group) = (unique("legacy-indexer"), unique("indexer"));
+    let messages = generate::messages(&GeneratorSpec {
+        count: 5_000,
+        ids: 1_200,
+        tags: 6,
+        seed: 13,
+        poison_every: 0,
+    });
+    let (history, tail) = messages.split_at(2_500);
+
+    // The legacy indexer applies the history; then, for the new indexer, the history is past
+    // retention: its group starts at the end of it.
+    produce_topic(&stack, &topic, 3, history).await;
+    let mut legacy_args = run_args(&stack, &topic, &legacy_group, &legacy_index);
+    let es = legacy_args.iter().position(|a| a == "--es-url").unwrap();
+    legacy_args[es + 1] = stack.legacy_es.clone();
+    let legacy_until_caught_up = |label: &str| {
+        let mut legacy = Guarded(
+            indexer()
+                .args(&legacy_args)
+                .args(["--schema", "legacy", "--until-caught-up"])
+                .spawn()
+                .unwrap(),
+        );
+        assert!(
+            wait_with_timeout(&mut legacy, Duration::from_secs(240)).success(),
+            "legacy indexer ({label})"
+        );
+    };
+    legacy_until_caught_up("history");
+    commit_at_end(&stack, &new_group, &topic);
+    let snapshot = dump_index(&stack.legacy_es, &legacy_index).await;
+
+    // The live replay and the backfill run at once, while the tail is produced. The backfill
+    // reads the legacy index as of the history: every update and delete of the tail happened
+    // after its snapshot.
+    let mut live = Guarded(
+        indexer()
+            .args(run_args(&stack, &topic, &new_group, &new_index))
+            .spawn()
+            .unwrap(),
+    );
+    let new_client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(60)).unwrap();
+    let head = format!("/{new_index}");
+    for attempt in 0.. {
+        let (status, _) =
+            dual_indexer::es::request(&new_client, elasticsearch::http::Method::Head, &head, None)
+                .await
+                .unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(attempt < 600, "the live replay did not create {new_index}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = scratch("bf-race");
+    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let mut copy = Guarded(
+        indexer()
+            .args(&args)
+            .args([
+                "--slices",
+                "4",
+                "--batch-size",
+                "100",
+                "--max-docs-per-sec",
+                "250",
+            ])
+            .spawn()
+            .unwrap(),
+    );
+    let config = kafka_config(&stack);
+    for chunk in tail.chunks(250) {
+        generate::produce(&config, &topic, chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(wait_with_timeout(&mut copy, Duration::from_secs(240)).success());
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut copy.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let summary: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(summary["ending"], "complete");
+    wait_for(
+        "the live replay to catch up",
+        Duration::from_secs(120),
+        || caught_up(&stack, &new_group, &topic).then_some(()),
+    );
+    terminate(&live.0);
+    wait_with_timeout(&mut live, Duration::from_secs(60));
+
+    // The legacy indexer applies the tail too, so both clusters hold the newest state.
+    legacy_until_caught_up("tail");
+    let records = read_topic(&stack, &topic);
+    let oracle = oracle(&records, &HashSet::new(), Versions::Offset);
+    assert_index_equals(&stack.new_es, &new_index, &oracle).await;
+    assert_eq!(verify(&stack, &legacy_index, &new_index), 0);
+
+    // The race was real: the backfill lost to newer live writes, and documents it copied from its
+    // snapshot were deleted by the tail and stayed deleted.
+    assert!(total(&summary, "kept_newer") > 0, "{summary}");
+    let resurrectable: Vec<&String> = snapshot
+        .keys()
+        .filter(|id| !oracle.contains_key(*id))
+        .collect();
+    assert!(
+        !resurrectable.is_empty(),
+        "the tail deletes documents of the snapshot"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_that_cannot_be_copied_are_dead_lettered_and_the_copy_goes_on() {
+    let stack = stack();
+    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
+    // A real legacy cluster can hold what the new schema refuses; a dynamic index stands in.
+    let mut body = String::new();
+    for i in 0..50 {
+        body += &format!("{{\"index\":{{\"_id\":\"ok-{i:03}\"}}}}\n");
+        body += &format!("{{\"actions\":{{\"tags\":{{\"host\":\"web-{i}\",\"env\":\"prod\"}}}},\"status\":\"open\"}}\n");
+    }
+    let bad = [
+        (
+            "bad-array",
+            json!({"actions": {"tags": {"host": ["a", "b"]}}}),
+            "transform",
+        ),
+        (
+            "bad-long",
+            json!({"actions": {"tags": {"note": "x".repeat(40_000)}}}),
+            "transform",
+        ),
+        (
+            "bad-field",
+            json!({"actions": {"tags": {"host": "a"}}, "unexpected": "x"}),
+            "mapping",
+        ),
+    ];
+    for (id, doc, _) in &bad {
+        body += &format!("{{\"index\":{{\"_id\":\"{id}\"}}}}\n{doc}\n");
+    }
+    bulk_ndjson(&stack.legacy_es, &legacy_index, &body).await;
+    create_new_index(&stack.new_es, &new_index).await;
+
+    let dir = scratch("bf-dead");
+    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let (code, summary) = backfill(&args, &["--slices", "2", "--batch-size", "10"]);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["ending"], "complete");
+    assert_eq!(total(&summary, "written"), 50);
+    assert_eq!(total(&summary, "dead_lettered"), 3);
+
+    let letters: Vec<Value> = std::fs::read_to_string(dir.join("dead-letters.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 3);
+    for (id, doc, class) in &bad {
+        let letter = letters
+            .iter()
+            .find(|l| l["id"] == *id)
+            .unwrap_or_else(|| panic!("{id} was not dead-lettered: {letters:?}"));
+        assert_eq!(letter["class"], *class, "{letter}");
+        assert_eq!(letter["source"], *doc, "the original document is kept");
+        assert_eq!(letter["from_index"], legacy_index.as_str());
+        assert!(!letter["reason"].as_str().unwrap().is_empty());
+    }
+    let stored = dump_index(&stack.new_es, &new_index).await;
+    assert_eq!(stored.len(), 50);
+    assert!(stored.keys().all(|id| id.starts_with("ok-")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn backfill_refuses_to_resume_nothing_and_names_bad_values() {
+    let dir = scratch("bf-args");
+    let output = indexer()
+        .args([
+            "backfill",
+            "--resume",
+            "--checkpoint",
+            &dir.join("none.json").display().to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("no checkpoint at"), "{err}");
+
+    let output = indexer()
+        .args(["backfill", "--versions", "newest"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("accepted: yield, legacy-version"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
