@@ -540,3 +540,70 @@ fn backfill_refuses_to_resume_nothing_and_names_bad_values() {
     assert!(err.contains("accepted: yield, legacy-version"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_backfill_restores_the_target_settings_and_resumes() {
+    let stack = stack();
+    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
+    let commands = corpus(2_000, 14);
+    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
+    create_new_index(&stack.new_es, &new_index).await;
+    let dir = scratch("bf-stop");
+    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let slow = [
+        "--bulk-load",
+        "--batch-size",
+        "100",
+        "--max-docs-per-sec",
+        "400",
+    ];
+    let mut first = Guarded(indexer().args(&args).args(slow).spawn().unwrap());
+    let checkpoint_path = dir.join("checkpoint.json");
+    let new_settings = || async {
+        let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(60)).unwrap();
+        let reply = dual_indexer::es::request_ok(
+            &client,
+            elasticsearch::http::Method::Get,
+            &format!("/{new_index}/_settings?flat_settings=true"),
+            None,
+            "settings",
+        )
+        .await
+        .unwrap();
+        reply[&new_index]["settings"].clone()
+    };
+    wait_for("a first page", Duration::from_secs(60), || {
+        let c: Value = serde_json::from_slice(&std::fs::read(&checkpoint_path).ok()?).ok()?;
+        (c["slices"]
+            .as_array()?
+            .iter()
+            .any(|s| s["read"].as_u64() > Some(0)))
+        .then_some(())
+    });
+    let during = new_settings().await;
+    assert_eq!(during["index.refresh_interval"], "-1", "{during}");
+    assert_eq!(during["index.gc_deletes"], "12h", "{during}");
+
+    terminate(&first.0);
+    let status = wait_with_timeout(&mut first, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(130), "a stopped backfill says so");
+    let after = new_settings().await;
+    assert_eq!(after["index.refresh_interval"], Value::Null, "{after}");
+    assert_eq!(after["index.gc_deletes"], Value::Null, "{after}");
+    let checkpoint: Value =
+        serde_json::from_slice(&std::fs::read(&checkpoint_path).unwrap()).unwrap();
+    assert!(checkpoint["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["done"] == false));
+    assert_eq!(checkpoint["changed_settings"]["bulk_load"], false);
+
+    let (code, resumed) = backfill(&args, &["--resume", "--bulk-load"]);
+    assert_eq!(code, 0, "{resumed}");
+    assert_eq!(resumed["ending"], "complete");
+    assert_index_equals(&stack.new_es, &new_index, &expected(&commands)).await;
+    let end = new_settings().await;
+    assert_eq!(end["index.refresh_interval"], Value::Null, "{end}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
