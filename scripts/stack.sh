@@ -27,7 +27,7 @@ die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
 
 install_debian_packages() {
   local missing=()
-  for pkg in gcc g++ make pkg-config zlib1g-dev python3-venv curl; do
+  for pkg in gcc g++ make pkg-config zlib1g-dev libssl-dev python3-venv curl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

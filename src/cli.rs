@@ -26,7 +26,7 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "dual-indexer", version = VERSION, propagate_version = true, max_term_width = 100)]
 #[command(
-    after_help = "Exit codes: 0 success; 1 a check answered no (differences, lag above a threshold, a refused gate); 2 an error (bad configuration, an unreachable service, a fatal indexing error, or a subcommand that is not implemented yet)."
+    after_help = "Exit codes: 0 success; 1 a check answered no (differences, lag above a threshold, a refused gate); 2 an error (bad configuration, an unreachable service, a fatal indexing error); 130 a backfill stopped by a signal."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -38,6 +38,9 @@ pub struct Cli {
 /// Options every subcommand accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// A TOML file of settings: flags and environment variables win over it, and it wins over the defaults (see the README's settings reference).
+    #[arg(long, global = true, env = "DUAL_INDEXER_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Log format: text or json.
     #[arg(
         long,
@@ -65,6 +68,62 @@ pub struct GlobalArgs {
         default_value = "dual_indexer"
     )]
     pub metrics_prefix: String,
+    /// User for the new cluster; its password comes from DUAL_INDEXER_ES_PASSWORD or DUAL_INDEXER_ES_PASSWORD_FILE (an API key from DUAL_INDEXER_ES_API_KEY[_FILE] instead).
+    #[arg(long, global = true, env = "DUAL_INDEXER_ES_USERNAME")]
+    pub es_username: Option<String>,
+    /// PEM file of the CA that signed the new cluster's TLS certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "DUAL_INDEXER_ES_CA_CERT",
+        value_name = "FILE"
+    )]
+    pub es_ca_cert: Option<std::path::PathBuf>,
+    /// Do not validate the new cluster's TLS certificate (development only).
+    #[arg(long, global = true, env = "DUAL_INDEXER_ES_INSECURE")]
+    pub es_insecure: bool,
+    /// User for the legacy cluster; its password comes from DUAL_INDEXER_LEGACY_ES_PASSWORD or DUAL_INDEXER_LEGACY_ES_PASSWORD_FILE (an API key from DUAL_INDEXER_LEGACY_ES_API_KEY[_FILE] instead).
+    #[arg(long, global = true, env = "DUAL_INDEXER_LEGACY_ES_USERNAME")]
+    pub legacy_es_username: Option<String>,
+    /// PEM file of the CA that signed the legacy cluster's TLS certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "DUAL_INDEXER_LEGACY_ES_CA_CERT",
+        value_name = "FILE"
+    )]
+    pub legacy_es_ca_cert: Option<std::path::PathBuf>,
+    /// Do not validate the legacy cluster's TLS certificate (development only).
+    #[arg(long, global = true, env = "DUAL_INDEXER_LEGACY_ES_INSECURE")]
+    pub legacy_es_insecure: bool,
+}
+
+impl GlobalArgs {
+    /// Credentials and TLS settings of both clusters, with the secrets read from `env`.
+    pub fn security(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<crate::es::Security, String> {
+        use crate::es::ClusterSecurity;
+        Ok(crate::es::Security {
+            new: ClusterSecurity::resolve(
+                "DUAL_INDEXER_ES",
+                "--es",
+                self.es_username.clone(),
+                self.es_ca_cert.clone(),
+                self.es_insecure,
+                env,
+            )?,
+            legacy: ClusterSecurity::resolve(
+                "DUAL_INDEXER_LEGACY_ES",
+                "--legacy-es",
+                self.legacy_es_username.clone(),
+                self.legacy_es_ca_cert.clone(),
+                self.legacy_es_insecure,
+                env,
+            )?,
+        })
+    }
 }
 
 /// The subcommands.
@@ -110,15 +169,36 @@ pub enum Command {
     Cutover(CutoverArgs),
     /// Undo the last cutover (or `alias swap --record`): restore the alias exactly as it was.
     Rollback(RollbackArgs),
-    /// Not implemented yet: print and validate the effective configuration (issue 7).
-    Config(Pending),
+    /// The effective configuration: where each setting comes from, and whether it works.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
-/// Arguments of a subcommand that does not exist yet; accepted so the refusal is honest.
+/// `dual-indexer config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the settings `run` would use, each with where it came from (secrets redacted), then
+    /// check them: the broker, the topic, the clusters, the index, the groups.
+    #[command(
+        after_help = "Exit codes: 0 every check passed, 1 a check failed (each problem is named), 2 the configuration itself is invalid.\n\nExamples:\n  dual-indexer config check --config dual-indexer.toml\n  DUAL_INDEXER_ES_URL=https://new:9200 dual-indexer config check --legacy-es-url https://legacy:9200"
+    )]
+    Check(Box<ConfigCheckArgs>),
+    /// Print the reference table of every setting (Markdown), as in the README.
+    #[command(after_help = "Example:\n  dual-indexer config reference > settings.md")]
+    Reference,
+}
+
+/// `dual-indexer config check`.
 #[derive(Debug, Args)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Also check the legacy cluster at this URL.
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_ES_URL")]
+    pub legacy_es_url: Option<String>,
+    /// The legacy index or alias to look for with --legacy-es-url.
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_INDEX", default_value = "tags-v1")]
+    pub legacy_index: String,
 }
 
 /// How to reach Kafka.
@@ -133,16 +213,37 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
+    /// librdkafka secrets read from the environment (or `…_FILE`), and the property each sets.
+    pub const SECRETS: &'static [(&'static str, &'static str)] = &[
+        ("DUAL_INDEXER_KAFKA_SASL_PASSWORD", "sasl.password"),
+        ("DUAL_INDEXER_KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
+    ];
+
     /// The librdkafka client configuration shared by consumers and producers.
-    pub fn client_config(&self) -> ClientConfig {
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        self.client_config_from(&crate::secrets::process_env)
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// [`Self::client_config`], with secrets read from `env`. A secret given with `--kafka` wins
+    /// over the environment, as flags win over variables everywhere.
+    pub fn client_config_from(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ClientConfig, String> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "dual-indexer");
+        for (name, property) in Self::SECRETS {
+            if let Some(secret) = crate::secrets::from_env(name, env)? {
+                config.set(*property, secret.expose());
+            }
+        }
         for (key, value) in &self.kafka {
             config.set(key, value);
         }
-        config
+        Ok(config)
     }
 }
 
@@ -180,7 +281,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "DUAL_INDEXER_ES_URL",
-        default_value = "http://127.0.0.1:9200"
+        default_value = "http://127.0.0.1:9201"
     )]
     pub es_url: String,
     /// The index or write alias to write to.
@@ -359,7 +460,7 @@ pub struct LagArgs {
     #[arg(long, env = "DUAL_INDEXER_GROUP")]
     pub group: String,
     /// Also report each partition's gap to this group's committed offsets.
-    #[arg(long)]
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_GROUP")]
     pub legacy_group: Option<String>,
     /// The topic.
     #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands")]
@@ -379,10 +480,10 @@ pub struct LagArgs {
     #[arg(long)]
     pub fail_unless_caught_up: bool,
     /// Also show whether this index (or alias) on --es-url is in bulk-load settings.
-    #[arg(long, requires = "es_url")]
+    #[arg(long, env = "DUAL_INDEXER_INDEX", requires = "es_url")]
     pub index: Option<String>,
     /// The new cluster, for --index.
-    #[arg(long)]
+    #[arg(long, env = "DUAL_INDEXER_ES_URL")]
     pub es_url: Option<String>,
 }
 
@@ -393,15 +494,18 @@ pub struct EsArgs {
     #[arg(
         long,
         env = "DUAL_INDEXER_ES_URL",
-        default_value = "http://127.0.0.1:9200"
+        default_value = "http://127.0.0.1:9201"
     )]
     pub es_url: String,
 }
 
 impl EsArgs {
     /// A client for the cluster.
-    pub fn client(&self) -> anyhow::Result<elasticsearch::Elasticsearch> {
-        crate::es::client(&self.es_url, Duration::from_secs(60))
+    pub fn client(
+        &self,
+        security: &crate::es::ClusterSecurity,
+    ) -> anyhow::Result<elasticsearch::Elasticsearch> {
+        crate::es::secure_client(&self.es_url, security, Duration::from_secs(60))
     }
 }
 
@@ -603,8 +707,9 @@ pub struct VerifyArgs {
 
 impl VerifyArgs {
     /// The settings of the check.
-    pub fn settings(&self) -> crate::verify::VerifySettings {
+    pub fn settings(&self, security: &crate::es::Security) -> crate::verify::VerifySettings {
         crate::verify::VerifySettings {
+            security: security.clone(),
             legacy_url: self.legacy_url.clone(),
             legacy_index: self.legacy_index.clone(),
             new_url: self.es_url.clone(),
@@ -676,13 +781,13 @@ pub struct BackfillArgs {
     #[arg(long, default_value = "12h")]
     pub gc_deletes: String,
     /// Bulk attempts per document before it is dead-lettered (also the attempts per page read).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "DUAL_INDEXER_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// Timeout of one request to either cluster.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "DUAL_INDEXER_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
     /// Seconds between progress log lines.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "DUAL_INDEXER_PROGRESS_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub progress_secs: u64,
     /// Print the summary as JSON.
     #[arg(long)]
@@ -691,8 +796,9 @@ pub struct BackfillArgs {
 
 impl BackfillArgs {
     /// The settings of the copy.
-    pub fn settings(&self) -> crate::backfill::BackfillSettings {
+    pub fn settings(&self, security: &crate::es::Security) -> crate::backfill::BackfillSettings {
         crate::backfill::BackfillSettings {
+            security: security.clone(),
             from_url: self.from_url.clone(),
             from_index: self.from_index.clone(),
             to_url: self.to_url.clone(),
@@ -756,6 +862,67 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kafka_secrets_come_from_the_environment_and_flags_win() {
+        let cli = Cli::try_parse_from(["dual-indexer", "run", "--kafka", "ssl.key.password=flag"])
+            .unwrap();
+        let Command::Run(args) = cli.command else {
+            unreachable!()
+        };
+        let env = |name: &str| match name {
+            "DUAL_INDEXER_KAFKA_SASL_PASSWORD" => Some("from-env".to_owned()),
+            "DUAL_INDEXER_KAFKA_SSL_KEY_PASSWORD" => Some("also-env".to_owned()),
+            _ => None,
+        };
+        let config = args.kafka.client_config_from(&env).unwrap();
+        assert_eq!(config.get("sasl.password"), Some("from-env"));
+        assert_eq!(config.get("ssl.key.password"), Some("flag"));
+        let clash = |name: &str| {
+            name.starts_with("DUAL_INDEXER_KAFKA_SASL_PASSWORD")
+                .then(|| "x".to_owned())
+        };
+        let err = args.kafka.client_config_from(&clash).unwrap_err();
+        assert!(err.contains("DUAL_INDEXER_KAFKA_SASL_PASSWORD and DUAL_INDEXER_KAFKA_SASL_PASSWORD_FILE are both set"), "{err}");
+    }
+
+    #[test]
+    fn cluster_credentials_are_separate_for_legacy_and_new() {
+        let cli = Cli::try_parse_from([
+            "dual-indexer",
+            "verify",
+            "--es-username",
+            "new-user",
+            "--legacy-es-insecure",
+        ])
+        .unwrap();
+        let env = |name: &str| match name {
+            "DUAL_INDEXER_ES_PASSWORD" => Some("new-pw".to_owned()),
+            "DUAL_INDEXER_LEGACY_ES_API_KEY" => Some("bGVnYWN5".to_owned()),
+            _ => None,
+        };
+        let security = cli.global.security(&env).unwrap();
+        assert_eq!(
+            security.new.auth,
+            Some(crate::es::Auth::Basic {
+                username: "new-user".into(),
+                password: crate::secrets::Secret::new("new-pw")
+            })
+        );
+        assert!(!security.new.insecure);
+        assert_eq!(
+            security.legacy.auth,
+            Some(crate::es::Auth::ApiKey(crate::secrets::Secret::new(
+                "bGVnYWN5"
+            )))
+        );
+        assert!(security.legacy.insecure);
+        let shown = format!("{security:?}");
+        assert!(
+            !shown.contains("new-pw") && !shown.contains("bGVnYWN5"),
+            "{shown}"
+        );
     }
 
     #[test]

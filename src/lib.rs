@@ -11,6 +11,7 @@
 pub mod backfill;
 pub mod cli;
 pub mod command;
+pub mod config;
 pub mod cutover;
 pub mod dlq;
 pub mod es;
@@ -19,6 +20,7 @@ pub mod generate;
 pub mod json_text;
 pub mod lag;
 pub mod pipeline;
+pub mod secrets;
 pub mod sink;
 pub mod source;
 pub mod status;

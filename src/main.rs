@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use dual_indexer::cli::{
-    AliasCommand, BackfillArgs, Cli, Command, CutoverArgs, GenerateArgs, IndexCommand, LagArgs,
-    RollbackArgs, RunArgs, VerifyArgs,
+    AliasCommand, BackfillArgs, Command, ConfigCheckArgs, ConfigCommand, CutoverArgs, GenerateArgs,
+    IndexCommand, LagArgs, RollbackArgs, RunArgs, VerifyArgs,
 };
+use dual_indexer::config::{self, ParseError};
 use dual_indexer::cutover::{self, gate, index, SwapRecord};
+use dual_indexer::es::{ClusterSecurity, Security};
 use dual_indexer::lag::monitor::{self, LagMonitor};
 use dual_indexer::lag::rule::Status;
 use dual_indexer::pipeline::{Ending, Pipeline};
@@ -22,7 +23,14 @@ use std::sync::Arc;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, provenance) = match config::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::Config(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     telemetry::init_logging(cli.global.log_format, &cli.global.log_level);
     if let Some(address) = &cli.global.statsd {
         if let Err(e) = telemetry::init_statsd(address, &cli.global.metrics_prefix) {
@@ -30,6 +38,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     }
+    let security = match cli.global.security(&dual_indexer::secrets::process_env) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,36 +57,56 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(args, &security.new).await,
             Command::Generate(args) => generate(args).await,
-            Command::Lag(args) => lag(args).await,
-            Command::Verify(args) => verify(args).await,
-            Command::Backfill(args) => backfill(args).await,
-            Command::Index(command) => index_command(command).await,
-            Command::Alias(command) => alias_command(command).await,
-            Command::Cutover(args) => cutover(args).await,
-            Command::Rollback(args) => rollback(args).await,
-            Command::Config(_) => not_implemented("config", 7),
+            Command::Lag(args) => lag(args, &security.new).await,
+            Command::Verify(args) => verify(args, &security).await,
+            Command::Backfill(args) => backfill(args, &security).await,
+            Command::Index(command) => index_command(command, &security.new).await,
+            Command::Alias(command) => alias_command(command, &security.new).await,
+            Command::Cutover(args) => cutover(args, &security.new).await,
+            Command::Rollback(args) => rollback(args, &security.new).await,
+            Command::Config(ConfigCommand::Check(args)) => {
+                config_check(*args, &provenance, &security).await
+            }
+            Command::Config(ConfigCommand::Reference) => {
+                print!("{}", config::reference());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // librdkafka and HTTP errors can echo a property's value: scrub the known secrets.
+            let message = dual_indexer::secrets::scrub(&format!("{e:#}"));
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
-fn not_implemented(name: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    eprintln!("error: `dual-indexer {name}` is not implemented yet (tracked in issue {issue}); nothing was done");
-    Ok(ExitCode::from(EXIT_ERROR))
+async fn config_check(
+    args: ConfigCheckArgs,
+    provenance: &config::Provenance,
+    security: &Security,
+) -> anyhow::Result<ExitCode> {
+    let findings = config::check::run_checks(&args, security).await;
+    let report = config::check::report(provenance, security, &findings);
+    print!("{}", dual_indexer::secrets::scrub(&report));
+    let failed = findings.iter().filter(|f| f.outcome.is_err()).count();
+    if failed > 0 {
+        println!("{failed} check(s) failed");
+        return Ok(ExitCode::from(1));
+    }
+    println!("all checks passed");
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn run(args: RunArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
     let settings = args.settings().map_err(anyhow::Error::msg)?;
-    let kafka = args.kafka.client_config();
+    let kafka = args.kafka.client_config()?;
     if args.reset_to_earliest {
         let (config, group_id, topic, force) = (
             kafka.clone(),
@@ -87,7 +122,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(group = %settings.group, partition = p.partition, from = ?p.committed, to = p.low, "offset reset to earliest");
         }
     }
-    let client = es::client(&args.es_url, Duration::from_secs(args.request_timeout_secs))?;
+    let client = es::secure_client(
+        &args.es_url,
+        security,
+        Duration::from_secs(args.request_timeout_secs),
+    )?;
     if args.create_index && es::ensure_index(&client, &args.index, args.schema.template()).await? {
         tracing::info!(index = %args.index, schema = %args.schema, "created the index from its template in schemas/");
     }
@@ -178,8 +217,8 @@ async fn watch_index_settings(
     }
 }
 
-async fn lag(args: LagArgs) -> anyhow::Result<ExitCode> {
-    let kafka = args.kafka.client_config();
+async fn lag(args: LagArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
+    let kafka = args.kafka.client_config()?;
     let rule = args.rule.rule();
     let mut monitor = LagMonitor::new(
         &kafka,
@@ -189,7 +228,10 @@ async fn lag(args: LagArgs) -> anyhow::Result<ExitCode> {
         rule,
     )?;
     let es = match (&args.es_url, &args.index) {
-        (Some(url), Some(index)) => Some((es::client(url, Duration::from_secs(30))?, index)),
+        (Some(url), Some(index)) => Some((
+            es::secure_client(url, security, Duration::from_secs(30))?,
+            index,
+        )),
         _ => None,
     };
     let settings = || async {
@@ -249,10 +291,13 @@ fn print_report(
     Ok(())
 }
 
-async fn index_command(command: IndexCommand) -> anyhow::Result<ExitCode> {
+async fn index_command(
+    command: IndexCommand,
+    security: &ClusterSecurity,
+) -> anyhow::Result<ExitCode> {
     match command {
         IndexCommand::Create(args) => {
-            let client = args.es.client()?;
+            let client = args.es.client(security)?;
             let write_alias = args
                 .write_alias
                 .clone()
@@ -282,12 +327,12 @@ async fn index_command(command: IndexCommand) -> anyhow::Result<ExitCode> {
             }
         }
         IndexCommand::Show(args) => {
-            for s in index::load_settings(&args.es.client()?, &args.index).await? {
+            for s in index::load_settings(&args.es.client(security)?, &args.index).await? {
                 println!("{}", s.describe());
             }
         }
         IndexCommand::BulkLoad(args) => {
-            let client = args.es.client()?;
+            let client = args.es.client(security)?;
             for s in index::load_settings(&client, &args.index).await? {
                 index::enter_bulk_load(&client, &s.index, args.replicas).await?;
                 println!(
@@ -297,7 +342,7 @@ async fn index_command(command: IndexCommand) -> anyhow::Result<ExitCode> {
             }
         }
         IndexCommand::Restore(args) => {
-            let client = args.es.client()?;
+            let client = args.es.client(security)?;
             for s in index::load_settings(&client, &args.index).await? {
                 match index::restore(&client, &s, args.replicas).await? {
                     Some(values) => println!("index {}: restored {values}", s.index),
@@ -312,10 +357,13 @@ async fn index_command(command: IndexCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn alias_command(command: AliasCommand) -> anyhow::Result<ExitCode> {
+async fn alias_command(
+    command: AliasCommand,
+    security: &ClusterSecurity,
+) -> anyhow::Result<ExitCode> {
     match command {
         AliasCommand::Swap(args) => {
-            let client = args.es.client()?;
+            let client = args.es.client(security)?;
             let to = cutover::alias::resolve_index(&client, &args.to).await?;
             let record = cutover::swap(&client, &args.es.es_url, &args.alias, &to).await?;
             if record.actions.is_empty() {
@@ -332,18 +380,18 @@ async fn alias_command(command: AliasCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AliasCommand::Show(args) => {
-            let state = cutover::alias::read(&args.es.client()?, &args.alias).await?;
+            let state = cutover::alias::read(&args.es.client(security)?, &args.alias).await?;
             println!("alias {}: {}", state.alias, state.describe());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn cutover(args: CutoverArgs) -> anyhow::Result<ExitCode> {
-    let client = args.es.client()?;
+async fn cutover(args: CutoverArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
+    let client = args.es.client(security)?;
     let target = cutover::alias::resolve_index(&client, &args.to).await?;
     let monitor = LagMonitor::new(
-        &args.kafka.client_config(),
+        &args.kafka.client_config()?,
         &args.topic,
         &args.group,
         None,
@@ -395,8 +443,8 @@ async fn cutover(args: CutoverArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = dual_indexer::verify::run(&args.settings()).await?;
+async fn verify(args: VerifyArgs, security: &Security) -> anyhow::Result<ExitCode> {
+    let report = dual_indexer::verify::run(&args.settings(security)).await?;
     if let Some(path) = &args.report {
         dual_indexer::files::write_json_atomically(path, &report)?;
     }
@@ -412,7 +460,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+async fn backfill(args: BackfillArgs, security: &Security) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -421,7 +469,7 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         shutdown_signal().await;
         std::process::exit(130);
     });
-    let summary = dual_indexer::backfill::run(args.settings(), stopped).await?;
+    let summary = dual_indexer::backfill::run(args.settings(security), stopped).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -433,8 +481,8 @@ async fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
-    let client = args.es.client()?;
+async fn rollback(args: RollbackArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
+    let client = args.es.client(security)?;
     let record = SwapRecord::read(&args.record)?;
     let (was, actions) = cutover::rollback(&client, &record, args.force).await?;
     if actions.is_empty() {
@@ -476,7 +524,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let kafka = args.kafka.client_config();
+    let kafka = args.kafka.client_config()?;
     if topics::ensure_topic(&kafka, &args.topic, args.partitions).await? {
         tracing::info!(topic = %args.topic, partitions = args.partitions, "created topic");
     }

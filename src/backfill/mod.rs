@@ -103,6 +103,8 @@ impl fmt::Display for VersionStrategy {
 /// Everything a backfill needs.
 #[derive(Debug, Clone)]
 pub struct BackfillSettings {
+    /// Credentials and TLS settings of both clusters.
+    pub security: crate::es::Security,
     /// The legacy cluster.
     pub from_url: String,
     /// The legacy index or alias.
@@ -248,8 +250,16 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let legacy = es::client(&settings.from_url, settings.request_timeout)?;
-    let new = es::client(&settings.to_url, settings.request_timeout)?;
+    let legacy = es::secure_client(
+        &settings.from_url,
+        &settings.security.legacy,
+        settings.request_timeout,
+    )?;
+    let new = es::secure_client(
+        &settings.to_url,
+        &settings.security.new,
+        settings.request_timeout,
+    )?;
     let mut checkpoint = match open_checkpoint(&settings)? {
         Some(c) if c.complete() => {
             return Ok(summary(
@@ -567,7 +577,7 @@ async fn report_progress(copy: Arc<Copy>, total: u64, already: u64) {
     bar.set_position(already.min(total));
     let started = Instant::now();
     let index = copy.settings.to_index.clone();
-    metrics::gauge!("backfill.docs.total", "index" => index.clone()).set(total as f64);
+    metrics::gauge!("backfill.docs.planned", "index" => index.clone()).set(total as f64);
     let mut last_log = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {

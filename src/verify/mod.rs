@@ -30,6 +30,8 @@ use queries::QueryOutcome;
 /// What to compare and how.
 #[derive(Debug, Clone)]
 pub struct VerifySettings {
+    /// Credentials and TLS settings of both clusters.
+    pub security: crate::es::Security,
     /// Legacy cluster URL and index (or alias).
     pub legacy_url: String,
     /// Legacy index.
@@ -508,8 +510,8 @@ async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<
 pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
     let started_at = crate::cutover::unix_now();
     let timeout = Duration::from_secs(120);
-    let legacy = es::client(&settings.legacy_url, timeout)?;
-    let new = es::client(&settings.new_url, timeout)?;
+    let legacy = es::secure_client(&settings.legacy_url, &settings.security.legacy, timeout)?;
+    let new = es::secure_client(&settings.new_url, &settings.security.new, timeout)?;
     let legacy_side = side(&legacy, &settings.legacy_url, &settings.legacy_index).await?;
     let new_side = side(&new, &settings.new_url, &settings.new_index).await?;
     let mut checker = Checker {
