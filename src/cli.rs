@@ -107,7 +107,7 @@ impl GlobalArgs {
         use crate::es::ClusterSecurity;
         Ok(crate::es::Security {
             new: ClusterSecurity::resolve(
-                "DUAL_INDEXER_ES",
+                ClusterSecurity::NEW_PREFIX,
                 "--es",
                 self.es_username.clone(),
                 self.es_ca_cert.clone(),
@@ -115,7 +115,7 @@ impl GlobalArgs {
                 env,
             )?,
             legacy: ClusterSecurity::resolve(
-                "DUAL_INDEXER_LEGACY_ES",
+                ClusterSecurity::LEGACY_PREFIX,
                 "--legacy-es",
                 self.legacy_es_username.clone(),
                 self.legacy_es_ca_cert.clone(),
@@ -168,6 +168,9 @@ pub enum Command {
     )]
     Cutover(CutoverArgs),
     /// Undo the last cutover (or `alias swap --record`): restore the alias exactly as it was.
+    #[command(
+        after_help = "Refuses when the alias has moved since the record was written, unless --force.\n\nExample:\n  dual-indexer rollback --es-url http://127.0.0.1:9201 --record cutover-record.json"
+    )]
     Rollback(RollbackArgs),
     /// The effective configuration: where each setting comes from, and whether it works.
     #[command(subcommand)]
@@ -519,10 +522,19 @@ pub enum IndexCommand {
     )]
     Create(IndexCreateArgs),
     /// Print an index's bulk-load settings (refresh interval, replicas, what a restore returns to).
+    #[command(
+        after_help = "Example:\n  dual-indexer index show --es-url http://127.0.0.1:9201 --index tags-v2"
+    )]
     Show(IndexTargetArgs),
     /// Put an index into bulk-load settings: refresh_interval -1, no replicas.
+    #[command(
+        after_help = "Example:\n  dual-indexer index bulk-load --es-url http://127.0.0.1:9201 --index tags-v2 --replicas 1   # 1: what a restore returns to"
+    )]
     BulkLoad(IndexTargetArgs),
     /// Return an index from bulk-load settings to the recorded ones (`cutover` does this itself).
+    #[command(
+        after_help = "Example:\n  dual-indexer index restore --es-url http://127.0.0.1:9201 --index tags-v2"
+    )]
     Restore(IndexTargetArgs),
 }
 
@@ -565,8 +577,14 @@ pub struct IndexTargetArgs {
 #[derive(Debug, Subcommand)]
 pub enum AliasCommand {
     /// Make INDEX the only holder of the alias, in one atomic `_aliases` call, and print what changed.
+    #[command(
+        after_help = "Without the gate of `cutover`: use it for aliases other than the read alias, or deliberately.\n\nExample:\n  dual-indexer alias swap --es-url http://127.0.0.1:9201 --alias tags --to tags-v2-000002 --record swap-record.json"
+    )]
     Swap(AliasSwapArgs),
     /// Print which indices hold an alias.
+    #[command(
+        after_help = "Example:\n  dual-indexer alias show --es-url http://127.0.0.1:9201 --alias tags"
+    )]
     Show(AliasShowArgs),
 }
 

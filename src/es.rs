@@ -58,6 +58,13 @@ pub struct Security {
 }
 
 impl ClusterSecurity {
+    /// The prefix of the new cluster's secret variables.
+    pub const NEW_PREFIX: &'static str = "DUAL_INDEXER_ES";
+    /// The prefix of the legacy cluster's secret variables.
+    pub const LEGACY_PREFIX: &'static str = "DUAL_INDEXER_LEGACY_ES";
+    /// The secrets each prefix names (each also as `…_FILE`).
+    pub const SECRETS: [&'static str; 2] = ["PASSWORD", "API_KEY"];
+
     /// One cluster's settings. `prefix` names its secret variables (`DUAL_INDEXER_ES` reads
     /// `DUAL_INDEXER_ES_PASSWORD[_FILE]` and `DUAL_INDEXER_ES_API_KEY[_FILE]`); `flag` is the
     /// prefix of its flags (`--es`), for messages.

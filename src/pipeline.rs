@@ -22,6 +22,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::dlq::{DeadLetter, DeadLetterQueue};
 use crate::lag::rule::Status;
@@ -139,6 +140,8 @@ pub struct Pipeline {
     ready: VecDeque<Batch>,
     tasks: JoinSet<Done>,
     bulk_in_flight: usize,
+    /// Batches handed to the sink so far, numbering them for the logs.
+    batches_sent: u64,
     paused: bool,
     max_pending: usize,
     board: Arc<StatusBoard>,
@@ -177,6 +180,7 @@ impl Pipeline {
             ready: VecDeque::new(),
             tasks: JoinSet::new(),
             bulk_in_flight: 0,
+            batches_sent: 0,
             paused: false,
             max_pending,
             board,
@@ -349,8 +353,12 @@ impl Pipeline {
             metrics::histogram!("bulk.batch_docs").record(batch.len() as f64);
             metrics::histogram!("bulk.batch_bytes").record(batch.body.len() as f64);
             let sink = self.sink.clone();
+            // Every log line of this batch's delivery (retries, refusals) carries its number and
+            // the partition offset ranges it holds.
+            self.batches_sent += 1;
+            let span = tracing::info_span!("bulk", batch = self.batches_sent, docs = batch.len(), origins = %batch.origins());
             self.tasks
-                .spawn(async move { Done::Bulk(sink.deliver(batch).await) });
+                .spawn(async move { Done::Bulk(sink.deliver(batch).await) }.instrument(span));
             self.bulk_in_flight += 1;
         }
         metrics::gauge!("bulk.in_flight").set(self.bulk_in_flight as f64);

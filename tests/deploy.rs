@@ -162,3 +162,230 @@ fn the_kubernetes_probes_use_the_status_endpoints() {
     assert_eq!(probe_path("startupProbe"), "/healthz", "startupProbe");
     assert_eq!(probe_path("readinessProbe"), "/readyz", "readinessProbe");
 }
+
+const COMPOSE: &str = include_str!("../docker-compose.yml");
+const CONFIGMAP: &str = include_str!("../deploy/k8s/configmap.yaml");
+
+fn yaml(name: &str, text: &str) -> serde_json::Value {
+    serde_yaml_ng::from_str(text).unwrap_or_else(|e| panic!("{name} is not valid YAML: {e}"))
+}
+
+/// Parses a command the deployment runs, as the binary would.
+fn parses(what: &str, args: &[serde_json::Value]) {
+    let argv: Vec<std::ffi::OsString> = std::iter::once("dual-indexer".into())
+        .chain(args.iter().map(|a| {
+            a.as_str()
+                .unwrap_or_else(|| panic!("{what}: argument {a} is not a string"))
+                .into()
+        }))
+        .collect();
+    if let Err(e) = dual_indexer::config::parse(argv) {
+        panic!("{what} runs a command the CLI refuses: {e}");
+    }
+}
+
+#[test]
+fn the_compose_file_runs_the_whole_migration_with_health_checks_and_conditions() {
+    let compose = yaml("docker-compose.yml", COMPOSE);
+    let services = compose["services"]
+        .as_object()
+        .expect("docker-compose.yml has services");
+    for name in [
+        "kafka",
+        "es-legacy",
+        "es-new",
+        "seeder",
+        "legacy-indexer",
+        "new-indexer",
+        "statsd-exporter",
+        "prometheus",
+    ] {
+        assert!(services.contains_key(name), "service {name} is missing");
+    }
+    let image = |name: &str| services[name]["image"].as_str().unwrap_or_default();
+    assert!(
+        image("kafka").starts_with("apache/kafka:"),
+        "{}",
+        image("kafka")
+    );
+    assert!(image("es-legacy").contains("elasticsearch:7.17."));
+    assert!(image("es-new").contains("elasticsearch:8."));
+    let mut host_ports = BTreeSet::new();
+    for (name, service) in services {
+        assert!(
+            service.get("image").is_some() != service.get("build").is_some(),
+            "{name} needs exactly one of image and build"
+        );
+        for dependency in service["depends_on"].as_object().into_iter().flatten() {
+            let (target, how) = dependency;
+            assert!(
+                services.contains_key(target),
+                "{name} depends on unknown {target}"
+            );
+            let condition = how["condition"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} → {target}: depends_on needs a condition"));
+            match condition {
+                "service_healthy" => assert!(
+                    services[target].get("healthcheck").is_some(),
+                    "{name} waits for {target} to be healthy, but it has no healthcheck"
+                ),
+                "service_completed_successfully" => assert_eq!(
+                    services[target]["restart"], "no",
+                    "{target} must run once for {name} to wait for its completion"
+                ),
+                "service_started" => {}
+                other => panic!("{name} → {target}: unknown condition {other}"),
+            }
+        }
+        for port in service["ports"].as_array().into_iter().flatten() {
+            let port = port.as_str().expect("ports are strings");
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond loopback"
+            );
+            let (host, protocol) = match port.rsplit_once('/') {
+                Some((p, proto)) => (p, proto),
+                None => (port, "tcp"),
+            };
+            let host_port = host.split(':').nth(1).unwrap().to_owned();
+            assert!(
+                host_ports.insert((host_port.clone(), protocol.to_owned())),
+                "host port {host_port}/{protocol} is published twice"
+            );
+        }
+        if service.get("build").is_some() {
+            let command = service["command"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is built here and needs a command"));
+            parses(&format!("compose service {name}"), command);
+        }
+    }
+    for name in [
+        "kafka",
+        "es-legacy",
+        "es-new",
+        "legacy-indexer",
+        "new-indexer",
+    ] {
+        assert!(
+            services[name]["healthcheck"]["test"].is_array(),
+            "{name} has no healthcheck test"
+        );
+    }
+    let group = |name: &str| {
+        let command = services[name]["command"].as_array().unwrap();
+        let at = command.iter().position(|a| a == "--group").unwrap();
+        command[at + 1].clone()
+    };
+    assert_ne!(
+        group("legacy-indexer"),
+        group("new-indexer"),
+        "the indexers share a group"
+    );
+    assert!(services["prometheus"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("./deploy/prometheus:")));
+}
+
+#[test]
+fn the_kubernetes_manifests_are_complete_and_use_only_known_settings() {
+    let deployment = yaml("deploy/k8s/deployment.yaml", DEPLOYMENT);
+    assert_eq!(deployment["kind"], "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().expect("containers");
+    let container = |name: &str| {
+        containers
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+    };
+    container("legacy-indexer");
+    let indexer = container("dual-indexer");
+    for name in ["dual-indexer", "statsd-exporter"] {
+        let requests = &container(name)["resources"]["requests"];
+        assert!(
+            requests["cpu"].is_string() && requests["memory"].is_string(),
+            "{name} needs cpu and memory requests"
+        );
+        assert!(container(name)["image"].is_string(), "{name} has no image");
+    }
+    parses(
+        "the dual-indexer container",
+        indexer["args"].as_array().expect("args"),
+    );
+    let known = dual_indexer::config::variables();
+    let configmap = yaml("deploy/k8s/configmap.yaml", CONFIGMAP);
+    assert_eq!(configmap["kind"], "ConfigMap");
+    assert_eq!(
+        indexer["envFrom"][0]["configMapRef"]["name"], configmap["metadata"]["name"],
+        "the container reads the ConfigMap"
+    );
+    let mut names: Vec<String> = configmap["data"]
+        .as_object()
+        .expect("data")
+        .keys()
+        .cloned()
+        .collect();
+    names.extend(
+        indexer["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["name"].as_str().unwrap().to_owned()),
+    );
+    for name in &names {
+        assert!(
+            known.contains(name),
+            "{name} is not a variable dual-indexer reads"
+        );
+    }
+    // The password comes from a mounted Secret, through a _FILE variable that points into it.
+    let secret_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"].is_string())
+        .expect("a Secret volume");
+    let mount = indexer["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == secret_volume["name"])
+        .expect("the Secret is mounted into the dual-indexer container");
+    let dir = mount["mountPath"].as_str().unwrap();
+    let password_file = indexer["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "DUAL_INDEXER_ES_PASSWORD_FILE")
+        .expect("DUAL_INDEXER_ES_PASSWORD_FILE is set");
+    assert!(password_file["value"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{dir}/")));
+    assert!(
+        !names.iter().any(|n| n == "DUAL_INDEXER_ES_PASSWORD"),
+        "a password must not be a plain variable"
+    );
+}
+
+#[test]
+fn a_manifest_check_fails_on_an_unknown_variable() {
+    // The check above is only as good as `variables()`: it must know the real names and refuse others.
+    let known = dual_indexer::config::variables();
+    for real in [
+        "DUAL_INDEXER_BROKERS",
+        "DUAL_INDEXER_ES_PASSWORD_FILE",
+        "DUAL_INDEXER_LEGACY_ES_API_KEY",
+        "DUAL_INDEXER_KAFKA_SASL_PASSWORD_FILE",
+    ] {
+        assert!(known.contains(real), "{real}");
+    }
+    assert!(!known.contains("DUAL_INDEXER_ES_URLS"));
+}

@@ -114,3 +114,43 @@ fn the_readme_config_example_is_accepted_by_every_subcommand() {
     }
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let mut missing = Vec::new();
+    for (path, cmd) in dual_indexer::config::leaves(&Cli::command()) {
+        let help = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        if !help.contains("Example") || !help.contains(&format!("dual-indexer {}", path.join(" ")))
+        {
+            missing.push(path.join(" "));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "--help without an example of the subcommand: {missing:?}"
+    );
+}
+
+#[test]
+fn every_command_of_the_runbook_parses() {
+    let runbook = include_str!("../docs/runbook.md");
+    let mut checked = 0;
+    for line in runbook.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("dual-indexer ") else {
+            continue;
+        };
+        let command = rest.split("  #").next().unwrap_or(rest);
+        let argv: Vec<std::ffi::OsString> = std::iter::once("dual-indexer")
+            .chain(command.split_whitespace())
+            .map(Into::into)
+            .collect();
+        if let Err(e) = dual_indexer::config::parse(argv) {
+            panic!("docs/runbook.md: `{line}` does not parse: {e}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "found only {checked} commands in the runbook");
+}

@@ -397,6 +397,38 @@ fn scalars(key: &str, value: &toml::Value) -> Result<Vec<String>, String> {
     }
 }
 
+/// Every environment variable the tool reads: the settings' variables, and the secrets' (each
+/// also as `…_FILE`).
+pub fn variables() -> BTreeSet<String> {
+    use crate::es::ClusterSecurity;
+    let mut out: BTreeSet<String> = leaves(&Cli::command())
+        .iter()
+        .flat_map(|(_, cmd)| {
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let secrets = [ClusterSecurity::NEW_PREFIX, ClusterSecurity::LEGACY_PREFIX]
+        .iter()
+        .flat_map(|prefix| {
+            ClusterSecurity::SECRETS
+                .iter()
+                .map(move |name| format!("{prefix}_{name}"))
+        })
+        .chain(
+            crate::cli::KafkaArgs::SECRETS
+                .iter()
+                .map(|(name, _)| (*name).to_owned()),
+        );
+    for secret in secrets {
+        out.insert(format!("{secret}_FILE"));
+        out.insert(secret);
+    }
+    out
+}
+
 /// The settings reference: one row per key, over every subcommand. The README embeds it between
 /// markers, and a test keeps the two equal.
 pub fn reference() -> String {

@@ -133,6 +133,23 @@ impl Batch {
         }
     }
 
+    /// The partitions and offset ranges of the items, `0:120-340 2:7-7`, for log correlation.
+    pub fn origins(&self) -> String {
+        let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> =
+            std::collections::BTreeMap::new();
+        for item in &self.items {
+            let t = item.ticket;
+            let range = ranges.entry(t.partition).or_insert((t.offset, t.offset));
+            range.0 = range.0.min(t.offset);
+            range.1 = range.1.max(t.offset);
+        }
+        ranges
+            .iter()
+            .map(|(p, (lo, hi))| format!("{p}:{lo}-{hi}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The document id of `item`, read back from its action line (for error messages only, so
     /// that items need not carry a copy of it).
     pub fn document_id(&self, item: &BatchItem) -> String {
@@ -218,6 +235,25 @@ mod tests {
         );
         assert_eq!(batch.items[1].op, OpKind::Delete);
         assert_eq!(batch.document_id(&batch.items[1]), "b\"");
+    }
+
+    #[test]
+    fn origins_name_each_partitions_offset_range() {
+        let mut batch = Batch::default();
+        for (partition, offset) in [(2, 9), (0, 5), (2, 7), (0, 6)] {
+            let mut p = provenance(offset);
+            p.ticket.partition = partition;
+            batch.push(
+                Write {
+                    id: "a".into(),
+                    version: 1,
+                    op: Op::Delete,
+                },
+                p,
+            );
+        }
+        assert_eq!(batch.origins(), "0:5-6 2:7-9");
+        assert_eq!(Batch::default().origins(), "");
     }
 
     #[test]
