@@ -210,3 +210,31 @@ fn kafka_tls_and_scram_settings_are_built_and_a_bad_ca_or_a_plaintext_broker_fai
     assert!(!out.contains("not supported in this build"), "{out}");
     assert!(!out.contains("kafka-secret-31"), "{out}");
 }
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let output = indexer()
+        .args(["run"])
+        .env("DUAL_INDEXER_BATCH_MAX_DOCS", "many")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("DUAL_INDEXER_BATCH_MAX_DOCS: invalid value 'many' for '--batch-max-docs"),
+        "{err}"
+    );
+    let output = indexer()
+        .args(["run"])
+        .env("DUAL_INDEXER_SCHEMA", "old")
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("DUAL_INDEXER_SCHEMA: invalid value 'old'")
+            && err.contains("accepted: new, legacy"),
+        "{err}"
+    );
+}

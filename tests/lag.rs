@@ -147,7 +147,15 @@ async fn during_a_replay_the_lag_falls_to_zero_and_readyz_flips_to_200() {
         ..GeneratorSpec::default()
     });
     produce_topic(&stack, &topic, 3, &messages).await;
-    let mut child = start_run(&stack, &stack.new_es, &topic, &index, port, &[]);
+    // Secrets in the environment (the stand-ins ignore them) must not reach /status.
+    let mut args = run_args(&stack, &topic, &unique("indexer"), &index);
+    args.extend(["--status-addr".into(), format!("127.0.0.1:{port}")]);
+    let mut child = indexer()
+        .args(&args)
+        .env("DUAL_INDEXER_ES_API_KEY", "status-secret-api-key-1")
+        .env("DUAL_INDEXER_KAFKA_SASL_PASSWORD", "status-secret-kafka-2")
+        .spawn()
+        .unwrap();
 
     let (code, _) = wait_for("the status endpoint", Duration::from_secs(30), || {
         get(port, "/readyz")
@@ -165,6 +173,11 @@ async fn during_a_replay_the_lag_falls_to_zero_and_readyz_flips_to_200() {
     assert_eq!(status["lag"]["total_lag"], 0);
     assert_eq!(status["replay"]["consumed"], 5_000, "{status}");
     assert_eq!(get(port, "/healthz").unwrap().0, 200);
+    let text = status.to_string();
+    assert!(
+        !text.contains("status-secret-api-key-1") && !text.contains("status-secret-kafka-2"),
+        "{text}"
+    );
 
     terminate(&child);
     assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());

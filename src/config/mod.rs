@@ -120,7 +120,10 @@ pub fn leaves(root: &Command) -> Vec<(Vec<String>, Command)> {
 pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance), ParseError> {
     let mut root = Cli::command();
     root.build();
-    let matches = root.clone().try_get_matches_from(&argv)?;
+    let matches = root
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| name_the_variable(&root, &argv, e))?;
     let (path, leaf_matches) = leaf_of(&matches);
     let leaf_command = find(&root, &path).clone();
     let file = leaf_matches.get_one::<PathBuf>("config").cloned();
@@ -197,6 +200,49 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance), ParseError> {
         from_file,
     };
     Ok((cli, provenance))
+}
+
+/// A refused value that came from an environment variable is reported with the variable's name
+/// and value: clap names only the flag, which the user never typed.
+fn name_the_variable(root: &Command, argv: &[OsString], error: clap::Error) -> ParseError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return error.into();
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+        return error.into();
+    };
+    let long = flag
+        .trim_start_matches('-')
+        .split([' ', '='])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let typed = argv.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")))
+    });
+    let variable = leaves(root)
+        .iter()
+        .flat_map(|(_, cmd)| cmd.get_arguments().cloned().collect::<Vec<_>>())
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+    match variable {
+        Some(name) if !typed && std::env::var_os(&name).is_some() => ParseError::Config(format!(
+            "{name}: {}",
+            error
+                .render()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+        )),
+        _ => error.into(),
+    }
 }
 
 /// Why the command line could not be read.
