@@ -280,6 +280,9 @@ pub struct RunArgs {
     /// Dead-letter topic. Default: the command topic's name with `.dlq` appended.
     #[arg(long, env = "DUAL_INDEXER_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
+    /// A librdkafka setting for the dead-letter producer only, over --kafka (repeatable), e.g. `--dlq-kafka bootstrap.servers=dlq-kafka:9092` for a dead-letter topic on another cluster.
+    #[arg(long = "dlq-kafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub dlq_kafka: Vec<(String, String)>,
     /// The new cluster's URL.
     #[arg(
         long,
@@ -387,6 +390,7 @@ impl RunArgs {
             topic: self.topic.clone(),
             group: self.group.clone(),
             dlq_topic: self.dlq_topic(),
+            dlq_kafka: self.dlq_kafka.clone(),
             version_source: self.version_source,
             schema: self.schema,
             batch_max_docs: self.batch_max_docs as usize,

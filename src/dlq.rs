@@ -102,9 +102,13 @@ impl DeadLetterQueue {
         for key in CONSUMER_ONLY {
             config.remove(key);
         }
+        config.set("acks", "all");
+        // A dead letter that takes longer is retried by the pipeline, loudly; `--dlq-kafka` may
+        // choose another bound.
+        if config.get("message.timeout.ms").is_none() {
+            config.set("message.timeout.ms", "30000");
+        }
         let producer = config
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000")
             .create()
             .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {e}"))?;
         Ok(Self {

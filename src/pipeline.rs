@@ -42,6 +42,8 @@ pub struct RunSettings {
     pub group: String,
     /// Where unappliable commands go.
     pub dlq_topic: String,
+    /// librdkafka settings for the dead-letter producer only, applied over the shared ones.
+    pub dlq_kafka: Vec<(String, String)>,
     /// Where the external version comes from.
     pub version_source: VersionSource,
     /// The document shape written.
@@ -164,7 +166,11 @@ impl Pipeline {
         let consumer_config = kafka::consumer_config(kafka_config, &settings.group);
         let consumer = kafka::subscribe(&consumer_config, context, &settings.topic)
             .map_err(|e| anyhow::anyhow!("subscribing to `{}`: {e}", settings.topic))?;
-        let dlq = DeadLetterQueue::new(kafka_config, &settings.dlq_topic, &settings.topic)?;
+        let mut dlq_config = kafka_config.clone();
+        for (key, value) in &settings.dlq_kafka {
+            dlq_config.set(key, value);
+        }
+        let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
         let max_pending = settings.batch_max_docs * (settings.max_in_flight + 2);
         Ok(Self {
             consumer: Arc::new(consumer),

@@ -5,6 +5,8 @@
 //! `serde_json::Value` and builds the expected documents with its own `key:value` escaping.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,340 @@
+//! The reliability gauntlet: the replay under injected faults ends equal to the oracle, with the
+//! dead-letter topic holding exactly the planted poison. Faults come from the fault-injecting
+//! proxy (`support/fault_proxy.rs`) between the indexer and the ES stand-in, from signals, and
+//! from an unreachable dead-letter producer.
+//!
+//! Each scenario prints one result line (`cargo test --test gauntlet -- --nocapture`). CI runs the
+//! short version; `DUAL_INDEXER_GAUNTLET=full` runs the parameters the README reports.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dual_indexer::generate::{self, GeneratedMessage, GeneratorSpec};
+use support::fault_proxy::{FaultProxy, Plan};
+use support::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn full() -> bool {
+    std::env::var("DUAL_INDEXER_GAUNTLET").is_ok_and(|v| v == "full")
+}
+
+fn messages(count: usize, ids: usize, seed: u64) -> Vec<GeneratedMessage> {
+    generate::messages(&GeneratorSpec {
+        count,
+        ids,
+        tags: 10,
+        seed,
+        poison_every: 250,
+    })
+}
+
+/// `run` arguments through `es_url`, with short retries so faults cost seconds, not minutes.
+fn args_via(stack: &Stack, topic: &str, group: &str, index: &str, es_url: &str) -> Vec<String> {
+    let mut args = run_args(stack, topic, group, index);
+    let es = args.iter().position(|a| a == "--es-url").unwrap();
+    args[es + 1] = es_url.to_owned();
+    args.extend(
+        [
+            "--retry-base-ms",
+            "20",
+            "--retry-max-ms",
+            "1000",
+            "--request-timeout-secs",
+            "3",
+            "--batch-max-docs",
+            "250",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+fn run_until_caught_up(args: &[String]) {
+    let mut child = indexer()
+        .args(args)
+        .args(["--until-caught-up"])
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    assert!(status.success(), "indexer exited with {status}");
+}
+
+/// Checks the end state and returns the result line's numbers: documents, dead letters.
+async fn assert_no_loss(
+    stack: &Stack,
+    topic: &str,
+    index: &str,
+    messages: &[GeneratedMessage],
+    letters: Letters,
+) -> (usize, usize) {
+    let records = read_topic(stack, topic);
+    let expected = oracle(&records, &poison_payloads(messages), Versions::Offset);
+    assert_index_equals(&stack.new_es, index, &expected).await;
+    assert_dead_letters(
+        stack,
+        topic,
+        &format!("{topic}.dlq"),
+        &records,
+        messages,
+        letters,
+    );
+    (expected.len(), poison_payloads(messages).len())
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn item_429s_and_request_503s_lose_nothing() {
+    let stack = stack();
+    let count = if full() { 20_000 } else { 6_000 };
+    let (topic, index, group) = (unique("g-429"), unique("tags-v2-429"), unique("indexer"));
+    let messages = messages(count, count / 4, 21);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let plan = Plan {
+        seed: 21,
+        item_429: 0.10,
+        request_503: 0.02,
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    run_until_caught_up(&args_via(&stack, &topic, &group, &index, &proxy.url));
+    let (docs, letters) =
+        assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    let counts = proxy.counts();
+    assert!(
+        counts.items_429.load(Ordering::Relaxed) > 0,
+        "{}",
+        counts.describe()
+    );
+    assert!(
+        counts.requests_503.load(Ordering::Relaxed) > 0,
+        "{}",
+        counts.describe()
+    );
+    println!(
+        "RESULT 429/503: {count} commands; {}; 0 lost, 0 divergent ({docs} documents equal the oracle), {letters} dead-lettered = {letters} planted",
+        counts.describe()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blackholed_cluster_pauses_the_replay_and_it_resumes_without_loss() {
+    let stack = stack();
+    let hole = Duration::from_secs(if full() { 30 } else { 10 });
+    let (topic, index, group) = (unique("g-hole"), unique("tags-v2-hole"), unique("indexer"));
+    let messages = messages(12_000, 3_000, 22);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let proxy = FaultProxy::start(
+        &stack.new_es,
+        Plan {
+            seed: 22,
+            latency: Duration::from_millis(30),
+            ..Plan::default()
+        },
+    )
+    .await;
+    let args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    let mut child = Guarded(indexer().args(&args).spawn().unwrap());
+    wait_for("the first commits", Duration::from_secs(120), || {
+        (committed_total(&stack, &group, &topic) >= 1_000).then_some(())
+    });
+    let before = rss_mb(child.0.id());
+    proxy.blackhole_for(hole);
+    let started = Instant::now();
+    let mut peak = before;
+    // Give in-flight requests time to hit the hole, then watch commits and memory.
+    std::thread::sleep(Duration::from_secs(4));
+    let committed_in_hole = committed_total(&stack, &group, &topic);
+    while started.elapsed() < hole {
+        peak = peak.max(rss_mb(child.0.id()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let committed_at_end_of_hole = committed_total(&stack, &group, &topic);
+    assert_eq!(
+        committed_in_hole, committed_at_end_of_hole,
+        "nothing is committed while Elasticsearch does not answer"
+    );
+    assert!(
+        committed_at_end_of_hole < 12_000,
+        "the hole opened mid-replay"
+    );
+    assert!(proxy.counts().held.load(Ordering::Relaxed) > 0);
+    wait_for("the replay to catch up", RUN_TIMEOUT, || {
+        (committed_total(&stack, &group, &topic) == 12_000).then_some(())
+    });
+    terminate(&child.0);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
+    let (docs, letters) =
+        assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    assert!(
+        peak < before + 64.0,
+        "memory stays flat while paused: {before:.1} MB before, {peak:.1} MB peak"
+    );
+    println!(
+        "RESULT blackhole: 12000 commands, Elasticsearch unanswered for {} s mid-replay; commits held at {committed_at_end_of_hole}; RSS {before:.1} MB before, {peak:.1} MB peak in the hole; 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted",
+        hole.as_secs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_sigkills_at_random_points_lose_nothing() {
+    let stack = stack();
+    let kills = if full() { 20 } else { 4 };
+    let (topic, index, group) = (unique("g-kill"), unique("tags-v2-kill"), unique("indexer"));
+    let count = if full() { 40_000 } else { 12_000 };
+    let messages = messages(count, count / 4, 23);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let args = args_via(&stack, &topic, &group, &index, &stack.new_es);
+    // A seeded sequence of kill delays, after the group has joined.
+    let mut seed = 23u64;
+    let mut committed = Vec::new();
+    for _ in 0..kills {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(300 + (seed >> 33) % 1_200);
+        let mut child = indexer().args(&args).spawn().unwrap();
+        let before = committed_total(&stack, &group, &topic);
+        wait_for(
+            "the restarted indexer to commit",
+            Duration::from_secs(120),
+            || {
+                (committed_total(&stack, &group, &topic) > before
+                    || committed_total(&stack, &group, &topic) as usize == count)
+                    .then_some(())
+            },
+        );
+        std::thread::sleep(delay);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        committed.push(committed_total(&stack, &group, &topic));
+        // The killed member's session (6 s) must expire before the next one joins: tansu
+        // sometimes never rebalances away from a dead member.
+        std::thread::sleep(Duration::from_secs(7));
+    }
+    assert!(
+        committed.windows(2).all(|w| w[0] <= w[1]),
+        "commits never go backwards: {committed:?}"
+    );
+    run_until_caught_up(&args);
+    let (docs, letters) =
+        assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
+    println!(
+        "RESULT kills: {count} commands, {kills} SIGKILLs at seeded random points (commits after each: {committed:?}); 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commits_nothing_past_them(
+) {
+    let stack = stack();
+    let (topic, index, group) = (unique("g-dlq"), unique("tags-v2-dlq"), unique("indexer"));
+    let messages = messages(3_000, 800, 24);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let args = args_via(&stack, &topic, &group, &index, &stack.new_es);
+    let mut broken = args.clone();
+    broken.extend(
+        [
+            "--dlq-kafka",
+            "bootstrap.servers=127.0.0.1:1",
+            "--dlq-kafka",
+            "message.timeout.ms=1500",
+            "--drain-timeout-secs",
+            "3",
+        ]
+        .map(String::from),
+    );
+    let mut child = Guarded(
+        indexer()
+            .args(&broken)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(15));
+    let records = read_topic(&stack, &topic);
+    let poison = poison_payloads(&messages);
+    let mut first_poison: BTreeMap<i32, i64> = BTreeMap::new();
+    for r in records.iter().filter(|r| poison.contains(&r.payload)) {
+        let first = first_poison.entry(r.partition).or_insert(r.offset);
+        *first = (*first).min(r.offset);
+    }
+    for (partition, committed, _) in committed_and_high(&stack, &group, &topic) {
+        let stop = first_poison[&partition];
+        assert!(
+            committed.unwrap_or(0) <= stop,
+            "partition {partition} committed {committed:?}, past its first undeliverable dead letter at {stop}"
+        );
+    }
+    terminate(&child.0);
+    wait_with_timeout(&mut child, Duration::from_secs(60));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("cannot write to the dead-letter topic"),
+        "the halt is loud"
+    );
+    let halted_at = committed_total(&stack, &group, &topic);
+
+    // With the dead-letter topic back, the same group finishes and nothing is lost.
+    run_until_caught_up(&args);
+    let (docs, letters) =
+        assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
+    println!(
+        "RESULT dead-letter topic unreachable: 3000 commands; every partition stopped committing at its first poison (commits {halted_at} of 3000, first poison per partition {first_poison:?}), logged as an error; after repair 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_drains_commits_and_exits_zero() {
+    let stack = stack();
+    let (topic, index, group) = (unique("g-term"), unique("tags-v2-term"), unique("indexer"));
+    let messages = messages(10_000, 2_500, 25);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    // Latency keeps several bulk requests in flight when the signal comes.
+    let proxy = FaultProxy::start(
+        &stack.new_es,
+        Plan {
+            seed: 25,
+            latency: Duration::from_millis(300),
+            ..Plan::default()
+        },
+    )
+    .await;
+    let args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    let mut child = Guarded(indexer().args(&args).spawn().unwrap());
+    wait_for("commits under load", Duration::from_secs(120), || {
+        (committed_total(&stack, &group, &topic) >= 1_500).then_some(())
+    });
+    let signalled = Instant::now();
+    terminate(&child.0);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    let drain = signalled.elapsed();
+    assert!(status.success(), "a drained shutdown exits 0: {status}");
+    let at_exit = committed_total(&stack, &group, &topic);
+    assert!(at_exit < 10_000, "stopped mid-replay");
+    run_until_caught_up(&args);
+    let (docs, letters) =
+        assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    println!(
+        "RESULT SIGTERM under load: 10000 commands, 300 ms per bulk request; exit 0 after {:.1} s of draining with {at_exit} committed; the restart finished with 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted",
+        drain.as_secs_f64()
+    );
+}

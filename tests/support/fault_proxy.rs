@@ -1,0 +1,366 @@
+//! A fault-injecting HTTP proxy between the indexer and the ES stand-in, on loopback.
+//!
+//! It forwards HTTP/1.1 requests to the upstream server and, following a [`Plan`] driven by a
+//! seeded generator, answers whole requests with 429 or 503, rejects chosen items of a `_bulk`
+//! request with `429 es_rejected_execution_exception` (those items are taken out of the request
+//! before it is forwarded, so they are really not applied), adds latency, resets connections,
+//! or holds every request without an answer for a while (a blackhole). It counts what it did.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to inject, per request or per item, as probabilities in `[0, 1]`.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Seed of the generator that decides each fault.
+    pub seed: u64,
+    /// Whole requests answered 429 without forwarding.
+    pub request_429: f64,
+    /// Whole requests answered 503 without forwarding.
+    pub request_503: f64,
+    /// `_bulk` items rejected with 429 (not forwarded).
+    pub item_429: f64,
+    /// Connections reset instead of forwarding the request.
+    pub reset: f64,
+    /// Added before every forwarded request.
+    pub latency: Duration,
+}
+
+/// What the proxy injected so far.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub forwarded: AtomicU64,
+    pub requests_429: AtomicU64,
+    pub requests_503: AtomicU64,
+    pub items_429: AtomicU64,
+    pub resets: AtomicU64,
+    pub held: AtomicU64,
+}
+
+struct State {
+    upstream: String,
+    plan: Mutex<Plan>,
+    rng: Mutex<u64>,
+    blackhole_until: Mutex<Option<Instant>>,
+    counts: Counts,
+    client: reqwest::Client,
+}
+
+/// A running proxy; it stops with the test's runtime.
+#[derive(Clone)]
+pub struct FaultProxy {
+    state: Arc<State>,
+    /// `http://127.0.0.1:PORT`, for the indexer's `--es-url`.
+    pub url: String,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (`http://host:port`) with `plan`.
+    pub async fn start(upstream: &str, plan: Plan) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            rng: Mutex::new(plan.seed),
+            plan: Mutex::new(plan),
+            blackhole_until: Mutex::new(None),
+            counts: Counts::default(),
+            client: reqwest::Client::new(),
+        });
+        let accepting = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(serve(socket, Arc::clone(&accepting)));
+            }
+        });
+        Self { state, url }
+    }
+
+    /// Replaces the plan.
+    pub fn set_plan(&self, plan: Plan) {
+        *self.state.plan.lock().unwrap() = plan;
+    }
+
+    /// Holds every request without an answer for `duration`, then drops its connection.
+    pub fn blackhole_for(&self, duration: Duration) {
+        *self.state.blackhole_until.lock().unwrap() = Some(Instant::now() + duration);
+    }
+
+    /// What was injected so far.
+    pub fn counts(&self) -> &Counts {
+        &self.state.counts
+    }
+}
+
+impl Counts {
+    /// One line for test output.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} requests forwarded, {} answered 429, {} answered 503, {} bulk items rejected with 429, {} connections reset, {} requests held",
+            self.forwarded.load(Ordering::Relaxed),
+            self.requests_429.load(Ordering::Relaxed),
+            self.requests_503.load(Ordering::Relaxed),
+            self.items_429.load(Ordering::Relaxed),
+            self.resets.load(Ordering::Relaxed),
+            self.held.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// SplitMix64 over the shared state: a number in `[0, 1)`.
+fn roll(state: &State) -> f64 {
+    let mut s = state.rng.lock().unwrap();
+    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+struct Request {
+    method: String,
+    path: String,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Reads one request from the connection; `None` at its end.
+async fn read_request(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let mut first = lines.next()?.split_whitespace();
+    let (method, path) = (first.next()?.to_owned(), first.next()?.to_owned());
+    let mut length = 0usize;
+    let mut content_type = None;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().ok()?,
+                "content-type" => content_type = Some(value.trim().to_owned()),
+                "transfer-encoding" => panic!("the fault proxy reads Content-Length bodies only"),
+                _ => {}
+            }
+        }
+    }
+    while buffer.len() < head_end + length {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+    let body = buffer[head_end..head_end + length].to_vec();
+    buffer.drain(..head_end + length);
+    Some(Request {
+        method,
+        path,
+        content_type,
+        body,
+    })
+}
+
+async fn respond(socket: &mut TcpStream, status: u16, body: &[u8]) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body).await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+async fn serve(mut socket: TcpStream, state: Arc<State>) {
+    let mut buffer = Vec::new();
+    while let Some(request) = read_request(&mut socket, &mut buffer).await {
+        let blackhole = *state.blackhole_until.lock().unwrap();
+        if let Some(until) = blackhole.filter(|u| *u > Instant::now()) {
+            state.counts.held.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
+        let plan = state.plan.lock().unwrap().clone();
+        if roll(&state) < plan.reset {
+            state.counts.resets.fetch_add(1, Ordering::Relaxed);
+            // Linger 0: closing sends a TCP reset, not an orderly end. (The deprecation warns that
+            // a non-zero linger blocks the dropping thread; a zero one returns at once.)
+            #[allow(deprecated)]
+            let _ = socket.set_linger(Some(Duration::ZERO));
+            return;
+        }
+        let busy = json!({"error": {"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"}, "status": 429});
+        if roll(&state) < plan.request_429 {
+            state.counts.requests_429.fetch_add(1, Ordering::Relaxed);
+            if respond(&mut socket, 429, busy.to_string().as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        if roll(&state) < plan.request_503 {
+            state.counts.requests_503.fetch_add(1, Ordering::Relaxed);
+            let unavailable = json!({"error": {"type": "unavailable_shards_exception", "reason": "injected by the test proxy"}, "status": 503});
+            if respond(&mut socket, 503, unavailable.to_string().as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        if !plan.latency.is_zero() {
+            tokio::time::sleep(plan.latency).await;
+        }
+        let is_bulk = request.method == "POST"
+            && request
+                .path
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .ends_with("/_bulk");
+        let (status, body) = if is_bulk && plan.item_429 > 0.0 {
+            bulk_with_rejections(&state, &request, plan.item_429).await
+        } else {
+            forward(&state, &request, &request.body).await
+        };
+        if respond(&mut socket, status, &body).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn forward(state: &State, request: &Request, body: &[u8]) -> (u16, Vec<u8>) {
+    state.counts.forwarded.fetch_add(1, Ordering::Relaxed);
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).unwrap();
+    let mut outgoing = state
+        .client
+        .request(method, format!("{}{}", state.upstream, request.path))
+        .body(body.to_vec());
+    if let Some(content_type) = &request.content_type {
+        outgoing = outgoing.header("content-type", content_type);
+    }
+    match outgoing.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (
+                status,
+                response
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default(),
+            )
+        }
+        Err(e) => (
+            502,
+            json!({"error": {"type": "proxy", "reason": e.to_string()}})
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
+/// One `_bulk` item: its action line, its source line if any, and its operation name.
+struct Item<'a> {
+    lines: Vec<&'a [u8]>,
+    op: String,
+    id: Value,
+}
+
+fn split_bulk(body: &[u8]) -> Vec<Item<'_>> {
+    let mut lines = body.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let mut items = Vec::new();
+    while let Some(action) = lines.next() {
+        let parsed: Value = serde_json::from_slice(action).expect("a bulk action line");
+        let (op, meta) = parsed
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .expect("an action");
+        let mut item = Item {
+            lines: vec![action],
+            op: op.clone(),
+            id: meta["_id"].clone(),
+        };
+        if op != "delete" {
+            item.lines.push(lines.next().expect("a source line"));
+        }
+        items.push(item);
+    }
+    items
+}
+
+/// Forwards a `_bulk` request without the items the plan rejects, and answers with the upstream's
+/// item results and a 429 in each rejected item's place.
+async fn bulk_with_rejections(state: &State, request: &Request, p: f64) -> (u16, Vec<u8>) {
+    let items = split_bulk(&request.body);
+    let rejected: Vec<bool> = items.iter().map(|_| roll(state) < p).collect();
+    let mut kept = Vec::new();
+    for (item, _) in items.iter().zip(&rejected).filter(|(_, r)| !**r) {
+        for line in &item.lines {
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+        }
+    }
+    let mut upstream_items = Vec::new();
+    if !kept.is_empty() {
+        let (status, body) = forward(state, request, &kept).await;
+        if status != 200 {
+            return (status, body);
+        }
+        let reply: Value = serde_json::from_slice(&body).expect("a bulk response");
+        upstream_items = reply["items"].as_array().cloned().unwrap_or_default();
+    }
+    let mut upstream_items = upstream_items.into_iter();
+    let mut out = Vec::with_capacity(items.len());
+    let mut errors = false;
+    for (item, rejected) in items.iter().zip(rejected) {
+        if rejected {
+            state.counts.items_429.fetch_add(1, Ordering::Relaxed);
+            errors = true;
+            out.push(json!({ item.op.as_str(): {
+                "_id": item.id, "status": 429,
+                "error": {"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"}
+            }}));
+        } else {
+            let result = upstream_items
+                .next()
+                .expect("one upstream result per kept item");
+            errors |= result
+                .as_object()
+                .and_then(|o| o.values().next())
+                .is_some_and(|r| r.get("error").is_some());
+            out.push(result);
+        }
+    }
+    let reply = json!({"took": 1, "errors": errors, "items": out});
+    (200, reply.to_string().into_bytes())
+}
