@@ -100,6 +100,7 @@ export LEGACY_ES_URL=http://127.0.0.1:$(cat "$STATE/es-legacy.port")
 export NEW_ES_URL=http://127.0.0.1:$(cat "$STATE/es-new.port")
 export DUAL_INDEXER_STACK_DIR=$STATE
 export OSMEM_BIN=$(osmem_binary)
+export TANSU_BIN=$TANSU
 ENV
 }
 

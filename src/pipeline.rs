@@ -462,21 +462,27 @@ impl Pipeline {
     }
 
     fn apply_backpressure(&mut self) {
-        if self.rebalanced.swap(false, Ordering::SeqCst) {
-            // A new assignment starts unpaused; re-apply the pause below if still needed.
-            self.paused = false;
-        }
+        // After a rebalance the consumer's pause state of the new assignment is not known here:
+        // librdkafka can keep a partition paused across a revoke and re-assign. So the wanted
+        // state is applied to the whole assignment explicitly, paused or not. (Assuming "a new
+        // assignment starts unpaused" stalled a member for good in the rebalance-storm test.)
+        let rebalanced = self.rebalanced.swap(false, Ordering::SeqCst);
         let pending = lock(&self.tracker).pending();
         metrics::gauge!("pipeline.pending").set(pending as f64);
-        let pause = !self.paused && pending >= self.max_pending;
-        let resume = self.paused && pending <= self.max_pending / 2;
-        if !(pause || resume) {
+        let pause = if self.paused {
+            pending > self.max_pending / 2
+        } else {
+            pending >= self.max_pending
+        };
+        if pause == self.paused && !rebalanced {
             return;
         }
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
-                return tracing::warn!(error = %e, "reading the assignment for backpressure failed")
+                // Try again on the next tick, the rebalance included.
+                self.rebalanced.fetch_or(rebalanced, Ordering::SeqCst);
+                return tracing::warn!(error = %e, "reading the assignment for backpressure failed");
             }
         };
         let result = if pause {
@@ -490,7 +496,10 @@ impl Pipeline {
                 metrics::gauge!("pipeline.paused").set(if pause { 1.0 } else { 0.0 });
                 tracing::debug!(pending, paused = pause, "backpressure");
             }
-            Err(e) => tracing::warn!(error = %e, "pausing or resuming partitions failed"),
+            Err(e) => {
+                self.rebalanced.fetch_or(rebalanced, Ordering::SeqCst);
+                tracing::warn!(error = %e, "pausing or resuming partitions failed");
+            }
         }
     }
 
