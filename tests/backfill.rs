@@ -101,6 +101,32 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// One test's indices, corpus and files: a legacy index loaded with `docs` documents, an empty
+/// new index, a scratch directory, and the `backfill` arguments between them.
+struct Setup {
+    legacy_index: String,
+    new_index: String,
+    commands: Vec<Value>,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+async fn setup(stack: &Stack, docs: usize, seed: u64, name: &str) -> Setup {
+    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
+    let commands = corpus(docs, seed);
+    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
+    create_new_index(&stack.new_es, &new_index).await;
+    let dir = scratch(name);
+    let args = backfill_args(stack, &legacy_index, &new_index, &dir);
+    Setup {
+        legacy_index,
+        new_index,
+        commands,
+        dir,
+        args,
+    }
+}
+
 fn backfill_args(stack: &Stack, from: &str, to: &str, dir: &Path) -> Vec<String> {
     [
         "backfill",
@@ -178,12 +204,13 @@ fn verify(stack: &Stack, legacy_index: &str, new_index: &str) -> i32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_thousand_documents_in_four_slices_equal_the_transform_and_verify_clean() {
     let stack = stack();
-    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
-    let commands = corpus(20_000, 11);
-    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
-    create_new_index(&stack.new_es, &new_index).await;
-    let dir = scratch("bf-20k");
-    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let Setup {
+        legacy_index,
+        new_index,
+        commands,
+        dir,
+        args,
+    } = setup(&stack, 20_000, 11, "bf-20k").await;
     let (code, summary) = backfill(&args, &["--slices", "4", "--bulk-load"]);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["ending"], "complete");
@@ -235,12 +262,13 @@ async fn twenty_thousand_documents_in_four_slices_equal_the_transform_and_verify
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_backfill_resumes_without_rereading_finished_slices() {
     let stack = stack();
-    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
-    let commands = corpus(6_000, 12);
-    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
-    create_new_index(&stack.new_es, &new_index).await;
-    let dir = scratch("bf-resume");
-    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let Setup {
+        legacy_index,
+        new_index,
+        commands,
+        dir,
+        args,
+    } = setup(&stack, 6_000, 12, "bf-resume").await;
     // Six slices, two at a time, slowly: slices finish in turns, so a kill lands mid-way.
     let slow = [
         "--slices",
@@ -544,12 +572,13 @@ fn backfill_refuses_to_resume_nothing_and_names_bad_values() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_backfill_restores_the_target_settings_and_resumes() {
     let stack = stack();
-    let (legacy_index, new_index) = (unique("bf-legacy"), unique("bf-new"));
-    let commands = corpus(2_000, 14);
-    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
-    create_new_index(&stack.new_es, &new_index).await;
-    let dir = scratch("bf-stop");
-    let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
+    let Setup {
+        legacy_index: _,
+        new_index,
+        commands,
+        dir,
+        args,
+    } = setup(&stack, 2_000, 14, "bf-stop").await;
     let slow = [
         "--bulk-load",
         "--batch-size",
