@@ -19,7 +19,8 @@ cargo clippy --locked --all-targets -- -D warnings
 # Examples are compiled and linted by clippy above; they are programs, not tests.
 log=$(mktemp)
 set +e
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --locked --lib --bins --tests --benches 2>&1 | tee "$log"
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --locked --no-fail-fast --lib --bins --tests --benches 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary, so the total is not hidden among per-binary lines.
