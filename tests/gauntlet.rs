@@ -107,10 +107,11 @@ async fn item_429s_and_request_503s_lose_nothing() {
     let (topic, index, group) = (unique("g-429"), unique("tags-v2-429"), unique("indexer"));
     let messages = messages(count, count / 4, 21);
     produce_topic(&stack, &topic, 3, &messages).await;
+    // 2 % of requests answered 503: every 50th, so that a short run is sure to meet some.
     let plan = Plan {
         seed: 21,
         item_429: 0.10,
-        request_503: 0.02,
+        request_503_every: 50,
         ..Plan::default()
     };
     let proxy = FaultProxy::start(&stack.new_es, plan).await;

@@ -23,6 +23,9 @@ pub struct Plan {
     pub request_429: f64,
     /// Whole requests answered 503 without forwarding.
     pub request_503: f64,
+    /// On a schedule: every Nth request is answered 503 (0: never), so a short run is sure to
+    /// see some.
+    pub request_503_every: u64,
     /// `_bulk` items rejected with 429 (not forwarded).
     pub item_429: f64,
     /// Connections reset instead of forwarding the request.
@@ -48,6 +51,7 @@ struct State {
     rng: Mutex<u64>,
     blackhole_until: Mutex<Option<Instant>>,
     counts: Counts,
+    requests: AtomicU64,
     client: reqwest::Client,
 }
 
@@ -70,6 +74,7 @@ impl FaultProxy {
             plan: Mutex::new(plan),
             blackhole_until: Mutex::new(None),
             counts: Counts::default(),
+            requests: AtomicU64::new(0),
             client: reqwest::Client::new(),
         });
         let accepting = Arc::clone(&state);
@@ -226,7 +231,9 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
             }
             continue;
         }
-        if roll(&state) < plan.request_503 {
+        let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let scheduled = plan.request_503_every > 0 && n % plan.request_503_every == 0;
+        if roll(&state) < plan.request_503 || scheduled {
             state.counts.requests_503.fetch_add(1, Ordering::Relaxed);
             let unavailable = json!({"error": {"type": "unavailable_shards_exception", "reason": "injected by the test proxy"}, "status": 503});
             if respond(&mut socket, 503, unavailable.to_string().as_bytes())
