@@ -432,7 +432,7 @@ async fn prepare_target(
             changed.gc_deletes_raised = true;
             checkpoint.write(&settings.checkpoint)?;
         }
-        put_index_setting(client, target, json!({"gc_deletes": gc_deletes})).await?;
+        index::put_settings(client, target, &json!({"gc_deletes": gc_deletes})).await?;
         tracing::info!(
             index = target,
             gc_deletes,
@@ -476,22 +476,6 @@ async fn read_gc_deletes(client: &Elasticsearch, index: &str) -> anyhow::Result<
         .map(str::to_owned))
 }
 
-async fn put_index_setting(
-    client: &Elasticsearch,
-    index: &str,
-    values: Value,
-) -> anyhow::Result<()> {
-    es::request_ok(
-        client,
-        Method::Put,
-        &format!("/{index}/_settings"),
-        Some(&json!({ "index": values })),
-        &format!("changing the settings of `{index}`"),
-    )
-    .await
-    .map(drop)
-}
-
 /// Puts back what [`prepare_target`] changed, and records that it did.
 async fn restore_target(copy: &Copy, client: &Elasticsearch) -> anyhow::Result<()> {
     let mut changed = lock(&copy.state).changed_settings.clone();
@@ -507,10 +491,10 @@ async fn restore_target(copy: &Copy, client: &Elasticsearch) -> anyhow::Result<(
         changed.bulk_load = false;
     }
     if changed.gc_deletes_raised {
-        put_index_setting(
+        index::put_settings(
             client,
             &target,
-            json!({"gc_deletes": changed.gc_deletes_before}),
+            &json!({"gc_deletes": changed.gc_deletes_before}),
         )
         .await?;
         tracing::info!(index = %target, gc_deletes = ?changed.gc_deletes_before, "index.gc_deletes restored");
@@ -672,7 +656,7 @@ async fn read_page(copy: &Copy, slice: &SliceState, after: Option<String>) -> an
                     attempt,
                     settings.retry.base,
                     settings.retry.max,
-                    rand_unit(),
+                    crate::sink::service::jitter(),
                 );
                 tracing::warn!(slice = slice.slice, error = %e, attempt, ?wait, "reading the legacy index failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -687,13 +671,6 @@ async fn read_page(copy: &Copy, slice: &SliceState, after: Option<String>) -> an
             }
         }
     }
-}
-
-fn rand_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(unix_now());
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// What happened to the documents of one page.

@@ -242,7 +242,12 @@ pub async fn restore(
     Ok(Some(values))
 }
 
-async fn put_settings(client: &Elasticsearch, index: &str, values: &Value) -> anyhow::Result<()> {
+/// Changes index-level settings of `index` (`values` is the body's `index` object).
+pub async fn put_settings(
+    client: &Elasticsearch,
+    index: &str,
+    values: &Value,
+) -> anyhow::Result<()> {
     let body = json!({ "index": values });
     es::request_ok(
         client,

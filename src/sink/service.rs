@@ -333,7 +333,7 @@ fn seed() -> u64 {
 }
 
 /// A uniform random number in `[0, 1)` for backoff jitter (xorshift; quality is not a concern here).
-fn jitter() -> f64 {
+pub fn jitter() -> f64 {
     RNG.with(|cell| {
         let mut x = cell.get();
         x ^= x << 13;
