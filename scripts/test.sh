@@ -20,9 +20,28 @@ cargo clippy --locked --all-targets -- -D warnings
 log=$(mktemp)
 set +e
 # --no-fail-fast: one failing test binary must not hide the results of the others.
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} cargo test --locked --no-fail-fast --lib --bins --tests --benches 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+# The output goes to a file that is followed, not through a pipe: a process a test leaked would
+# hold a pipe open and hang the run. A whole-run limit turns any hang into a red run that says so.
+limit=${DUAL_INDEXER_TEST_TIMEOUT_SECS:-4500}
+RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} timeout -k 30 "$limit" \
+  cargo test --locked --no-fail-fast --lib --bins --tests --benches >"$log" 2>&1 &
+tests=$!
+tail -n +1 -f --pid="$tests" "$log"
+wait "$tests"
+status=$?
 set -e
+if [ "$status" = 124 ]; then
+  echo "test.sh: the tests did not finish within ${limit} s (DUAL_INDEXER_TEST_TIMEOUT_SECS)" >&2
+fi
+# Every process a test starts is killed when the test ends, pass or fail. Any still running
+# now is a defect in the tests: name it, stop it, and fail the run.
+leaked=$(pgrep -f "^$ROOT/target/" || true)
+if [ -n "$leaked" ]; then
+  echo "test.sh: tests left processes running; stopping them:" >&2
+  ps -o pid=,args= -p "$(echo "$leaked" | paste -sd,)" >&2 || true
+  kill $leaked 2>/dev/null || true
+  status=1
+fi
 # One closing line over every test binary, so the total is not hidden among per-binary lines.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

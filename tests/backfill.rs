@@ -280,7 +280,7 @@ async fn a_killed_backfill_resumes_without_rereading_finished_slices() {
         "--max-docs-per-sec",
         "1500",
     ];
-    let mut first = Guarded(indexer().args(&args).args(slow).spawn().unwrap());
+    let mut first = indexer().args(&args).args(slow).guarded();
     let checkpoint_path = dir.join("checkpoint.json");
     wait_for(
         "two finished slices and one half-copied",
@@ -385,13 +385,10 @@ async fn a_backfill_racing_the_live_replay_ends_in_the_newest_state() {
     let es = legacy_args.iter().position(|a| a == "--es-url").unwrap();
     legacy_args[es + 1] = stack.legacy_es.clone();
     let legacy_until_caught_up = |label: &str| {
-        let mut legacy = Guarded(
-            indexer()
-                .args(&legacy_args)
-                .args(["--schema", "legacy", "--until-caught-up"])
-                .spawn()
-                .unwrap(),
-        );
+        let mut legacy = indexer()
+            .args(&legacy_args)
+            .args(["--schema", "legacy", "--until-caught-up"])
+            .guarded();
         assert!(
             wait_with_timeout(&mut legacy, Duration::from_secs(240)).success(),
             "legacy indexer ({label})"
@@ -404,12 +401,9 @@ async fn a_backfill_racing_the_live_replay_ends_in_the_newest_state() {
     // The live replay and the backfill run at once, while the tail is produced. The backfill
     // reads the legacy index as of the history: every update and delete of the tail happened
     // after its snapshot.
-    let mut live = Guarded(
-        indexer()
-            .args(run_args(&stack, &topic, &new_group, &new_index))
-            .spawn()
-            .unwrap(),
-    );
+    let mut live = indexer()
+        .args(run_args(&stack, &topic, &new_group, &new_index))
+        .guarded();
     let new_client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(60)).unwrap();
     let head = format!("/{new_index}");
     for attempt in 0.. {
@@ -425,20 +419,17 @@ async fn a_backfill_racing_the_live_replay_ends_in_the_newest_state() {
     }
     let dir = scratch("bf-race");
     let args = backfill_args(&stack, &legacy_index, &new_index, &dir);
-    let mut copy = Guarded(
-        indexer()
-            .args(&args)
-            .args([
-                "--slices",
-                "4",
-                "--batch-size",
-                "100",
-                "--max-docs-per-sec",
-                "250",
-            ])
-            .spawn()
-            .unwrap(),
-    );
+    let mut copy = indexer()
+        .args(&args)
+        .args([
+            "--slices",
+            "4",
+            "--batch-size",
+            "100",
+            "--max-docs-per-sec",
+            "250",
+        ])
+        .guarded();
     let config = kafka_config(&stack);
     for chunk in tail.chunks(250) {
         generate::produce(&config, &topic, chunk).await.unwrap();
@@ -586,7 +577,7 @@ async fn a_stopped_backfill_restores_the_target_settings_and_resumes() {
         "--max-docs-per-sec",
         "400",
     ];
-    let mut first = Guarded(indexer().args(&args).args(slow).spawn().unwrap());
+    let mut first = indexer().args(&args).args(slow).guarded();
     let checkpoint_path = dir.join("checkpoint.json");
     let new_settings = || async {
         let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(60)).unwrap();

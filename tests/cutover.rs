@@ -202,13 +202,10 @@ async fn cutover_waits_for_the_gate_restores_bulk_load_settings_and_rolls_back()
     let group = unique("indexer");
     let mut args = run_args(&stack, &topic, &group, &prefix);
     args.retain(|a| a != "--create-index");
-    let mut child = Guarded(
-        indexer()
-            .args(&args)
-            .args(["--status-addr", &format!("127.0.0.1:{port}")])
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = indexer()
+        .args(&args)
+        .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .guarded();
     wait_for("/readyz to turn 200", Duration::from_secs(180), || {
         (get(port, "/readyz")?.0 == 200).then_some(())
     });

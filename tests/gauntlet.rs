@@ -55,11 +55,7 @@ fn args_via(stack: &Stack, topic: &str, group: &str, index: &str, es_url: &str) 
 }
 
 fn run_until_caught_up(args: &[String]) {
-    let mut child = indexer()
-        .args(args)
-        .args(["--until-caught-up"])
-        .spawn()
-        .unwrap();
+    let mut child = indexer().args(args).args(["--until-caught-up"]).guarded();
     let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
     assert!(status.success(), "indexer exited with {status}");
 }
@@ -152,7 +148,7 @@ async fn a_blackholed_cluster_pauses_the_replay_and_it_resumes_without_loss() {
     )
     .await;
     let args = args_via(&stack, &topic, &group, &index, &proxy.url);
-    let mut child = Guarded(indexer().args(&args).spawn().unwrap());
+    let mut child = indexer().args(&args).guarded();
     wait_for("the first commits", Duration::from_secs(120), || {
         (committed_total(&stack, &group, &topic) >= 1_000).then_some(())
     });
@@ -213,7 +209,7 @@ async fn repeated_sigkills_at_random_points_lose_nothing() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = Duration::from_millis(300 + (seed >> 33) % 1_200);
-        let mut child = indexer().args(&args).spawn().unwrap();
+        let mut child = indexer().args(&args).guarded();
         let before = committed_total(&stack, &group, &topic);
         wait_for(
             "the restarted indexer to commit",
@@ -264,13 +260,7 @@ async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commit
         ]
         .map(String::from),
     );
-    let mut child = Guarded(
-        indexer()
-            .args(&broken)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = indexer().args(&broken).stderr(Stdio::piped()).guarded();
     std::thread::sleep(Duration::from_secs(15));
     let records = read_topic(&stack, &topic);
     let poison = poison_payloads(&messages);
@@ -322,7 +312,7 @@ async fn sigterm_under_load_drains_commits_and_exits_zero() {
     )
     .await;
     let args = args_via(&stack, &topic, &group, &index, &proxy.url);
-    let mut child = Guarded(indexer().args(&args).spawn().unwrap());
+    let mut child = indexer().args(&args).guarded();
     wait_for("commits under load", Duration::from_secs(120), || {
         (committed_total(&stack, &group, &topic) >= 1_500).then_some(())
     });
@@ -366,12 +356,11 @@ async fn the_broker_killed_and_restarted_mid_replay_loses_nothing() {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .guarded();
         wait_for("the private broker", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).ok()
         });
-        Guarded(child)
+        child
     };
     let mut broker = start_broker();
     let private = Stack {
@@ -397,7 +386,7 @@ async fn the_broker_killed_and_restarted_mid_replay_loses_nothing() {
     )
     .await;
     let args = args_via(&private, &topic, &group, &index, &proxy.url);
-    let mut child = Guarded(indexer().args(&args).spawn().unwrap());
+    let mut child = indexer().args(&args).guarded();
     wait_for(
         "commits before the broker dies",
         Duration::from_secs(120),
@@ -451,11 +440,11 @@ async fn a_rebalance_storm_loses_nothing() {
     )
     .await;
     let args = args_via(&stack, &topic, &group, &index, &proxy.url);
-    let mut steady = Guarded(indexer().args(&args).spawn().unwrap());
+    let mut steady = indexer().args(&args).guarded();
     let mut committed = Vec::new();
     for _ in 0..cycles {
         // A second member joins, takes partitions, and leaves a few seconds later.
-        let mut visitor = Guarded(indexer().args(&args).spawn().unwrap());
+        let mut visitor = indexer().args(&args).guarded();
         std::thread::sleep(Duration::from_secs(4));
         terminate(&visitor.0);
         assert!(

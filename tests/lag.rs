@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dual_indexer::generate::{self, GeneratorSpec};
@@ -123,7 +123,7 @@ fn start_run(
     index: &str,
     port: u16,
     extra: &[&str],
-) -> Child {
+) -> Guarded {
     let group = unique("indexer");
     let mut args = run_args(stack, topic, &group, index);
     let es = args.iter().position(|a| a == "--es-url").unwrap();
@@ -132,8 +132,7 @@ fn start_run(
         .args(&args)
         .args(["--status-addr", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .spawn()
-        .unwrap()
+        .guarded()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,8 +153,7 @@ async fn during_a_replay_the_lag_falls_to_zero_and_readyz_flips_to_200() {
         .args(&args)
         .env("DUAL_INDEXER_ES_API_KEY", "status-secret-api-key-1")
         .env("DUAL_INDEXER_KAFKA_SASL_PASSWORD", "status-secret-kafka-2")
-        .spawn()
-        .unwrap();
+        .guarded();
 
     let (code, _) = wait_for("the status endpoint", Duration::from_secs(30), || {
         get(port, "/readyz")
@@ -197,8 +195,7 @@ async fn a_frozen_elasticsearch_makes_the_lag_stalled_and_the_replay_recovers_wi
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .guarded();
     let es_url = format!("http://127.0.0.1:{es_port}");
     wait_for("the private ES stand-in", Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", es_port)).ok()

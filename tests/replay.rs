@@ -38,11 +38,7 @@ fn stdout_of(child: &mut std::process::Child) -> String {
 
 /// Runs the indexer until it reports caught up, and returns its stdout summary.
 fn run_until_caught_up(args: &[String]) -> String {
-    let mut child = indexer()
-        .args(args)
-        .args(["--until-caught-up"])
-        .spawn()
-        .unwrap();
+    let mut child = indexer().args(args).args(["--until-caught-up"]).guarded();
     let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
     let out = stdout_of(&mut child);
     assert!(status.success(), "indexer exited with {status}: {out}");
@@ -124,7 +120,7 @@ async fn sigkill_mid_replay_then_restart_ends_at_the_oracle() {
 
     let mut progress = Vec::new();
     for committed_at_least in [1_000, 6_000, 12_000] {
-        let mut child = indexer().args(&args).spawn().unwrap();
+        let mut child = indexer().args(&args).guarded();
         let deadline = std::time::Instant::now() + RUN_TIMEOUT;
         while committed_total(&stack, &group, &topic) < committed_at_least {
             assert!(
@@ -173,8 +169,8 @@ async fn two_instances_share_the_partitions_and_one_leaving_mid_replay_loses_not
     let mut args = run_args(&stack, &topic, &group, &index);
     args.extend(["--batch-max-docs".into(), "200".into()]);
 
-    let mut first = indexer().args(&args).spawn().unwrap();
-    let mut second = indexer().args(&args).spawn().unwrap();
+    let mut first = indexer().args(&args).guarded();
+    let mut second = indexer().args(&args).guarded();
     let deadline = std::time::Instant::now() + RUN_TIMEOUT;
     while committed_total(&stack, &group, &topic) < 4_000 {
         assert!(std::time::Instant::now() < deadline, "no progress");
@@ -190,13 +186,14 @@ async fn two_instances_share_the_partitions_and_one_leaving_mid_replay_loses_not
         "the first instance left mid-replay ({left_at})"
     );
 
-    while committed_and_high(&stack, &group, &topic)
-        .iter()
-        .any(|(_, c, h)| *c != Some(*h))
-    {
+    loop {
+        let positions = committed_and_high(&stack, &group, &topic);
+        if positions.iter().all(|(_, c, h)| *c == Some(*h)) {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "the remaining instance did not finish the topic"
+            "the remaining instance did not finish the topic: (partition, committed, high) {positions:?}"
         );
         assert!(
             second.try_wait().unwrap().is_none(),

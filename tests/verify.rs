@@ -26,20 +26,14 @@ async fn replay_both(stack: &Stack, messages: &[GeneratedMessage]) -> SideBySide
     let mut legacy_args = run_args(stack, &topic, &legacy_group, &legacy_index);
     let es = legacy_args.iter().position(|a| a == "--es-url").unwrap();
     legacy_args[es + 1] = stack.legacy_es.clone();
-    let mut legacy = Guarded(
-        indexer()
-            .args(&legacy_args)
-            .args(["--schema", "legacy", "--until-caught-up"])
-            .spawn()
-            .unwrap(),
-    );
-    let mut new = Guarded(
-        indexer()
-            .args(run_args(stack, &topic, &unique("indexer"), &new_index))
-            .args(["--legacy-group", &legacy_group, "--until-caught-up"])
-            .spawn()
-            .unwrap(),
-    );
+    let mut legacy = indexer()
+        .args(&legacy_args)
+        .args(["--schema", "legacy", "--until-caught-up"])
+        .guarded();
+    let mut new = indexer()
+        .args(run_args(stack, &topic, &unique("indexer"), &new_index))
+        .args(["--legacy-group", &legacy_group, "--until-caught-up"])
+        .guarded();
     assert!(wait_with_timeout(&mut legacy, Duration::from_secs(240)).success());
     assert!(wait_with_timeout(&mut new, Duration::from_secs(240)).success());
     SideBySide {
@@ -232,13 +226,10 @@ async fn the_bigpanda_example_queries_return_what_the_write_up_says() {
         command("3", json!({"White": "Alice"})),
     ];
     produce_topic(&stack, &topic, 1, &messages).await;
-    let mut child = Guarded(
-        indexer()
-            .args(run_args(&stack, &topic, &unique("indexer"), &index))
-            .arg("--until-caught-up")
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = indexer()
+        .args(run_args(&stack, &topic, &unique("indexer"), &index))
+        .arg("--until-caught-up")
+        .guarded();
     assert!(wait_with_timeout(&mut child, Duration::from_secs(120)).success());
     let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
     dual_indexer::es::refresh(&client, &index).await.unwrap();

@@ -493,6 +493,18 @@ impl Drop for Guarded {
     }
 }
 
+/// Spawns a command as a [`Guarded`] child. Every process a test starts goes through this: one
+/// left running would keep the test binary's output pipe open and hang the whole test run.
+pub trait SpawnGuarded {
+    fn guarded(&mut self) -> Guarded;
+}
+
+impl SpawnGuarded for Command {
+    fn guarded(&mut self) -> Guarded {
+        Guarded(self.spawn().expect("the test can start its child process"))
+    }
+}
+
 impl std::ops::Deref for Guarded {
     type Target = Child;
     fn deref(&self) -> &Child {
