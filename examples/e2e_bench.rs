@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     let indexer_secs = started.elapsed().as_secs_f64();
     let (startup_secs, at_first) = first_commit.unwrap_or((0.0, 0));
     let steady_rate = (o.count as i64 - at_first) as f64 / (indexer_secs - startup_secs).max(1e-3);
-    let peak = peak_rss_mb(pid);
+    let peak = bench_support::proc_status_mb(pid as u32, "VmHWM");
     let (status, usage) = stop(pid);
     anyhow::ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -213,7 +213,7 @@ async fn backlog_rss(
     let (index, group_id) = (format!("bench-rss-{run}"), format!("bench-rss-{run}"));
     let child = spawn_indexer(o, brokers, es_url, topic, &group_id, &index)?;
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let peak = peak_rss_mb(child.id() as libc::pid_t);
+    let peak = bench_support::proc_status_mb(child.id(), "VmHWM");
     let (status, _) = stop(child.id() as libc::pid_t);
     anyhow::ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -271,22 +271,6 @@ fn spawn_indexer(
         )
         .stdout(std::process::Stdio::null())
         .spawn()
-}
-
-/// The child's peak resident set since it exec'd, in MB. (`wait4`'s `ru_maxrss` would also count
-/// the moment between fork and exec, when the child still maps this process's copy of the stream.)
-fn peak_rss_mb(pid: libc::pid_t) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// SIGTERM, then reap the child and return its wait status and resource usage.

@@ -862,8 +862,8 @@ pub struct GenerateArgs {
     /// Number of distinct document ids.
     #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub ids: u64,
-    /// Tags per document (at most 20).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=20))]
+    /// Tags per document (at most 1000; past the 18 built-in keys, the keys are numbered).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub tags: u64,
     /// Seed; the same seed gives the same stream.
     #[arg(long, default_value_t = 42)]

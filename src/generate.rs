@@ -256,14 +256,19 @@ fn upsert(id: &str, version: u64, rng: &mut SplitMix64, tag_count: usize) -> Vec
 
 fn upsert_value(id: &str, version: u64, rng: &mut SplitMix64, tag_count: usize) -> Value {
     let mut tags = Map::new();
-    while tags.len() < tag_count.min(TAG_KEYS.len()) {
-        let key = *rng.pick(TAG_KEYS);
+    while tags.len() < tag_count {
+        // The built-in keys first, in random order; past them, numbered variants of them.
+        let key = if tags.len() < TAG_KEYS.len() {
+            (*rng.pick(TAG_KEYS)).to_owned()
+        } else {
+            format!("{}.{}", rng.pick(TAG_KEYS), tags.len())
+        };
         let value = match rng.below(20) {
             0 => json!(rng.below(1000)),
             1 => json!(rng.below(2) == 0),
             _ => json!(rng.pick(TAG_VALUES)),
         };
-        tags.insert(key.to_owned(), value);
+        tags.insert(key, value);
     }
     let host = format!("web-{:02}", rng.below(40));
     json!({
@@ -419,6 +424,25 @@ mod tests {
             Poison::ALL.len(),
             "every poison kind is planted: {poison:?}"
         );
+    }
+
+    #[test]
+    fn every_upsert_carries_exactly_the_asked_number_of_tags() {
+        for tags in [0, 3, 18, 100] {
+            let spec = GeneratorSpec {
+                count: 300,
+                ids: 50,
+                tags,
+                poison_every: 0,
+                ..GeneratorSpec::default()
+            };
+            for m in messages(&spec) {
+                let v: Value = serde_json::from_slice(&m.payload).unwrap();
+                if v["type"] == "upsert" {
+                    assert_eq!(v["tags"].as_object().unwrap().len(), tags, "{v}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl PartitionMetrics {
     }
 }
 
+/// How long leaving the consumer group may take at exit, after the drain and the final commit.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The replay loop's state.
 pub struct Pipeline {
     settings: RunSettings,
@@ -269,9 +272,17 @@ impl Pipeline {
         };
         self.commit(CommitMode::Sync);
         self.summary.unfinished = lock(&self.tracker).pending() as u64;
+        let summary = self.summary.clone();
+        drop(consumer);
+        // Work the drain gave up on is stopped before the member leaves its group.
+        let Self {
+            consumer, tasks, ..
+        } = self;
+        drop(tasks);
+        kafka::close(consumer, CLOSE_TIMEOUT).await;
         let ending = outcome?;
         drained?;
-        Ok((ending, self.summary.clone()))
+        Ok((ending, summary))
     }
 
     fn on_message(&mut self, message: &BorrowedMessage<'_>) {

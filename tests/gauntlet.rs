@@ -224,9 +224,7 @@ async fn repeated_sigkills_at_random_points_lose_nothing() {
         child.kill().unwrap();
         child.wait().unwrap();
         committed.push(committed_total(&stack, &group, &topic));
-        // The killed member's session (6 s) must expire before the next one joins: tansu
-        // sometimes never rebalances away from a dead member.
-        std::thread::sleep(Duration::from_secs(7));
+        await_session_expiry();
     }
     assert!(
         committed.windows(2).all(|w| w[0] <= w[1]),
@@ -261,6 +259,8 @@ async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commit
         .map(String::from),
     );
     let mut child = indexer().args(&broken).stderr(Stdio::piped()).guarded();
+    // Read as it comes: a full pipe would block the indexer's logging, and with it its exit.
+    let stderr = read_in_background(child.0.stderr.take().unwrap());
     std::thread::sleep(Duration::from_secs(15));
     let records = read_topic(&stack, &topic);
     let poison = poison_payloads(&messages);
@@ -277,9 +277,14 @@ async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commit
         );
     }
     terminate(&child.0);
-    wait_with_timeout(&mut child, Duration::from_secs(60));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    let exited = wait_a_while(&mut child, Duration::from_secs(60));
+    let _ = child.kill();
+    let stderr = stderr.join().unwrap();
+    assert!(
+        exited.is_some(),
+        "SIGTERM did not end the indexer within 60 s; its log ends with:\n{}",
+        tail(&stderr, 40)
+    );
     assert!(
         stderr.contains("cannot write to the dead-letter topic"),
         "the halt is loud"

@@ -132,9 +132,7 @@ async fn sigkill_mid_replay_then_restart_ends_at_the_oracle() {
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        // Let the killed member's 6 s session expire before the restart joins: the test broker
-        // (tansu) sometimes never rebalances away from a dead member that a new one finds there.
-        std::thread::sleep(Duration::from_secs(7));
+        await_session_expiry();
         progress.push(committed_total(&stack, &group, &topic));
     }
     assert!(

@@ -1,4 +1,6 @@
-//! What the end-to-end benchmarks share: the stack's addresses and the raw `_bulk` baseline.
+//! What the end-to-end benchmarks share: the stack's addresses, the raw `_bulk` baseline and a
+//! child's memory. Each example uses a part of it.
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
@@ -55,4 +57,24 @@ pub async fn raw_bulk(
         .await;
     results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(started.elapsed())
+}
+
+/// A memory line of `/proc/<pid>/status` in MB: `VmRSS` (resident now) or `VmHWM` (the peak since
+/// exec; `wait4`'s `ru_maxrss` would also count the moment between fork and exec, when the child
+/// still maps the parent's memory). NaN once the process is gone.
+pub fn proc_status_mb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| {
+                    l.strip_prefix(field)
+                        .is_some_and(|rest| rest.starts_with(':'))
+                })?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -124,6 +125,33 @@ pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
         config.set(*key, *value);
     }
     config
+}
+
+/// Closes the consumer: it revokes its partitions (committing what is final) and leaves the group.
+///
+/// librdkafka's close waits for the group coordinator without limit, and a coordinator that never
+/// answers must not keep the process from exiting. So the close runs on a thread of its own and is
+/// abandoned after `within`: the group then rebalances when this member's session expires, and
+/// nothing past the final commit is lost, because the next owner replays it.
+pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Duration) {
+    let (done, closed) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("consumer-close".into())
+        .spawn(move || {
+            drop(consumer);
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to close the consumer; exiting without leaving the group");
+        return;
+    }
+    match tokio::time::timeout(within, closed).await {
+        Ok(_) => tracing::debug!("left the consumer group"),
+        Err(_) => tracing::warn!(
+            timeout_secs = within.as_secs(),
+            "the group coordinator did not confirm this member's leave in time; exiting anyway (the group rebalances when the session expires)"
+        ),
+    }
 }
 
 /// Creates the consumer and subscribes it to `topic`.

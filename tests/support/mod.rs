@@ -367,6 +367,23 @@ pub fn indexer() -> Command {
     c
 }
 
+/// The consumer session of every test indexer. A killed member stays in its group this long.
+///
+/// The test broker (tansu 0.6.0) can leave a group stuck for good once a member's session times
+/// out: it may keep naming the evicted member as leader, or form the group with an empty
+/// assignment, and a rejoining member then never gets partitions again. Real Kafka evicts and
+/// rebalances. Under CI load tansu has left a member's heartbeats unanswered for over 10 s (it
+/// answers a connection's requests one at a time, so heartbeats wait behind slow commits). The
+/// tests avoid such spurious timeouts with librdkafka's usual order of session (30 s; its default
+/// is 45 s), heartbeats once a second, and commits once a second rather than five times.
+pub const SESSION: Duration = Duration::from_secs(30);
+
+/// Waits until a SIGKILLed member's session has expired, so the next member does not join a
+/// group that still lists it (see [`SESSION`]).
+pub fn await_session_expiry() {
+    std::thread::sleep(SESSION + Duration::from_secs(1));
+}
+
 /// Common `run` arguments against the stack's new cluster.
 pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<String> {
     [
@@ -383,15 +400,15 @@ pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<Str
         index,
         "--create-index",
         "--commit-interval-ms",
-        "200",
+        "1000",
         "--linger-ms",
         "20",
         "--progress-secs",
         "5",
         "--kafka",
-        "session.timeout.ms=6000",
+        &format!("session.timeout.ms={}", SESSION.as_millis()),
         "--kafka",
-        "heartbeat.interval.ms=500",
+        "heartbeat.interval.ms=1000",
         "--kafka",
         "max.poll.interval.ms=30000",
         "--interval-secs",
@@ -406,17 +423,41 @@ pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<Str
 
 /// Waits for a child with a timeout; kills it and fails the test if it overruns.
 pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    wait_a_while(child, timeout).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the indexer did not finish within {timeout:?}");
+    })
+}
+
+/// Waits up to `timeout` for the child to exit; `None` if it is still running.
+pub fn wait_a_while(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status;
+            return Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the indexer did not finish within {timeout:?}");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Reads a child's output on a thread of its own, so the child never blocks on a full pipe.
+pub fn read_in_background(
+    mut pipe: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The last `lines` lines of `text`.
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Sends SIGTERM to a child.
