@@ -12,7 +12,7 @@ use dual_indexer::cutover::{self, gate, index, SwapRecord};
 use dual_indexer::es::{ClusterSecurity, Security};
 use dual_indexer::lag::monitor::{self, LagMonitor};
 use dual_indexer::lag::rule::Status;
-use dual_indexer::pipeline::{Ending, Pipeline};
+use dual_indexer::pipeline::{Ending, Pipeline, RunSettings};
 use dual_indexer::sink::BulkSink;
 use dual_indexer::source::{group, topics};
 use dual_indexer::status::{self, StatusBoard};
@@ -108,7 +108,62 @@ async fn config_check(
 }
 
 async fn run(args: RunArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
+    // First of all: a signal during startup (connecting, creating the index, joining) ends the
+    // startup and exits 0, instead of the default kill or a wait for a slow cluster.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     let settings = args.settings().map_err(anyhow::Error::msg)?;
+    let (pipeline, client, lag_status) = tokio::select! {
+        biased;
+        _ = &mut shutdown => {
+            println!("stopped during startup, before the replay began: nothing was consumed or committed");
+            return Ok(ExitCode::SUCCESS);
+        }
+        started = start_replay(&args, &settings, security) => started?,
+    };
+    tracing::info!(topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, schema = %settings.schema, "replay starting");
+    let started = Instant::now();
+    let (ending, summary) = pipeline
+        .run(shutdown, args.until_caught_up.then_some(lag_status))
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let how = match ending {
+        Ending::CaughtUp => "caught up",
+        Ending::Signal => "stopped",
+    };
+    let documents = match es::refresh(&client, &args.index).await {
+        Ok(()) => es::count(&client, &args.index)
+            .await
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("unknown ({e})")),
+        Err(e) => format!("unknown ({e})"),
+    };
+    println!(
+        "replay {how} after {elapsed:.1}s: {} consumed ({:.0}/s), {} indexed, {} deleted, {} already applied, {} dead-lettered to {}, {} unfinished; {documents} documents in {}",
+        summary.consumed,
+        summary.consumed as f64 / elapsed.max(1e-3),
+        summary.indexed,
+        summary.deleted,
+        summary.already_applied,
+        summary.dead_lettered,
+        settings.dlq_topic,
+        summary.unfinished,
+        args.index,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Everything `run` does before the replay loop: the optional offset reset, the index, the
+/// dead-letter topic, the status endpoint, the lag monitor, and the consumer's subscription.
+async fn start_replay(
+    args: &RunArgs,
+    settings: &RunSettings,
+    security: &ClusterSecurity,
+) -> anyhow::Result<(
+    Pipeline,
+    elasticsearch::Elasticsearch,
+    tokio::sync::watch::Receiver<Option<Status>>,
+)> {
     let kafka = args.kafka.client_config()?;
     if args.reset_to_earliest {
         let (config, group_id, topic, force) = (
@@ -158,39 +213,7 @@ async fn run(args: RunArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCo
         Arc::clone(&board),
     ));
     let pipeline = Pipeline::new(&kafka, sink, settings.clone(), board)?;
-    tracing::info!(topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, schema = %settings.schema, "replay starting");
-    let started = Instant::now();
-    let (ending, summary) = pipeline
-        .run(
-            shutdown_signal(),
-            args.until_caught_up.then_some(lag_status),
-        )
-        .await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let how = match ending {
-        Ending::CaughtUp => "caught up",
-        Ending::Signal => "stopped",
-    };
-    let documents = match es::refresh(&client, &args.index).await {
-        Ok(()) => es::count(&client, &args.index)
-            .await
-            .map(|n| n.to_string())
-            .unwrap_or_else(|e| format!("unknown ({e})")),
-        Err(e) => format!("unknown ({e})"),
-    };
-    println!(
-        "replay {how} after {elapsed:.1}s: {} consumed ({:.0}/s), {} indexed, {} deleted, {} already applied, {} dead-lettered to {}, {} unfinished; {documents} documents in {}",
-        summary.consumed,
-        summary.consumed as f64 / elapsed.max(1e-3),
-        summary.indexed,
-        summary.deleted,
-        summary.already_applied,
-        summary.dead_lettered,
-        settings.dlq_topic,
-        summary.unfinished,
-        args.index,
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok((pipeline, client, lag_status))
 }
 
 /// Keeps the status board's view of the target index's bulk-load settings fresh, and says once
@@ -544,27 +567,34 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Listens for SIGTERM and SIGINT from the moment it is called, and resolves on the first one.
+/// A signal that arrives before the future is first polled (during startup) is not lost, and no
+/// longer kills the process outright: the replay then drains and exits 0 as soon as it starts.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the replay cleanly");
-                let _ = ctrl_c.await;
-                return;
+    let listening = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        match listening {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the replay cleanly");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; draining");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested; draining");
 }

@@ -89,6 +89,20 @@ async fn replaying_again_under_a_fresh_group_leaves_the_index_byte_for_byte_the_
     let (topic, index) = (unique("idempotent"), unique("tags-v2-idem"));
     let messages = generate::messages(&spec(6_000, 1_500, 2));
     produce_topic(&stack, &topic, 3, &messages).await;
+    // The second replay is a pure no-op only while the first one's delete tombstones live: past
+    // index.gc_deletes (60 s by default) it re-creates a deleted document until it re-applies the
+    // delete. Under CI load the runs can outlast a minute, so the tombstones are kept for an hour.
+    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(60)).unwrap();
+    dual_indexer::es::ensure_index(&client, &index, dual_indexer::es::NEW_INDEX_TEMPLATE)
+        .await
+        .unwrap();
+    dual_indexer::cutover::index::put_settings(
+        &client,
+        &index,
+        &serde_json::json!({"index": {"gc_deletes": "1h"}}),
+    )
+    .await
+    .unwrap();
 
     run_until_caught_up(&run_args(&stack, &topic, &unique("first"), &index));
     let before = dump_index(&stack.new_es, &index).await;
@@ -262,5 +276,40 @@ async fn reset_to_earliest_is_refused_when_membership_is_unknown_and_forced_rese
     assert!(
         summary.contains("600 consumed"),
         "the forced reset replays everything: {summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigterm_during_startup_exits_zero_at_once_without_consuming() {
+    let stack = stack();
+    // An "Elasticsearch" that accepts connections and never answers holds the startup in its
+    // index check for as long as the request timeout (60 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let es_url = format!("http://{}", silent.local_addr().unwrap());
+    let (topic, index, group) = (
+        unique("startup"),
+        unique("tags-v2-startup"),
+        unique("indexer"),
+    );
+    produce_topic(&stack, &topic, 3, &generate::messages(&spec(30, 10, 6))).await;
+    let mut args = run_args(&stack, &topic, &group, &index);
+    let es = args.iter().position(|a| a == "--es-url").unwrap();
+    args[es + 1] = es_url;
+    args.extend(["--request-timeout-secs".into(), "60".into()]);
+    let mut child = indexer().args(&args).guarded();
+    // The indexer has connected: it is inside its startup now.
+    let (_held, _) = silent.accept().unwrap();
+    terminate(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(10));
+    let out = stdout_of(&mut child);
+    assert!(status.success(), "exit {status}: {out}");
+    assert!(
+        out.contains("stopped during startup, before the replay began"),
+        "{out}"
+    );
+    assert_eq!(
+        committed_total(&stack, &group, &topic),
+        0,
+        "nothing was committed"
     );
 }
