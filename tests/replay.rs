@@ -99,7 +99,7 @@ async fn replaying_again_under_a_fresh_group_leaves_the_index_byte_for_byte_the_
     dual_indexer::cutover::index::put_settings(
         &client,
         &index,
-        &serde_json::json!({"index": {"gc_deletes": "1h"}}),
+        &serde_json::json!({"gc_deletes": "1h"}),
     )
     .await
     .unwrap();
