@@ -4,8 +4,11 @@
 //! seeded generator, answers whole requests with 429 or 503, rejects chosen items of a `_bulk`
 //! request with `429 es_rejected_execution_exception` (those items are taken out of the request
 //! before it is forwarded, so they are really not applied), adds latency, resets connections,
-//! or holds every request without an answer for a while (a blackhole). It counts what it did.
+//! or holds every request without an answer for a while (a blackhole). It counts what it did,
+//! and records every `_bulk` write it answered as applied (2xx, or 404 for a delete) or already
+//! applied (409), before the answer leaves: a commit can only be correct if every write below it is in that record.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +56,8 @@ struct State {
     counts: Counts,
     requests: AtomicU64,
     client: reqwest::Client,
+    /// (`_id`, external version) of every bulk write answered as applied to the indexer.
+    acknowledged: Mutex<HashSet<(String, u64)>>,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -76,6 +81,7 @@ impl FaultProxy {
             counts: Counts::default(),
             requests: AtomicU64::new(0),
             client: reqwest::Client::new(),
+            acknowledged: Mutex::new(HashSet::new()),
         });
         let accepting = Arc::clone(&state);
         tokio::spawn(async move {
@@ -99,6 +105,27 @@ impl FaultProxy {
     /// What was injected so far.
     pub fn counts(&self) -> &Counts {
         &self.state.counts
+    }
+
+    /// The versions of `id` acknowledged so far, and how many writes were acknowledged in all.
+    pub fn acknowledged_versions(&self, id: &str) -> (Vec<u64>, usize) {
+        let acknowledged = self.state.acknowledged.lock().unwrap();
+        let mut versions: Vec<u64> = acknowledged
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, v)| *v)
+            .collect();
+        versions.sort_unstable();
+        (versions, acknowledged.len())
+    }
+
+    /// Whether the indexer was told that the write of `id` at external `version` is applied.
+    pub fn acknowledged(&self, id: &str, version: u64) -> bool {
+        self.state
+            .acknowledged
+            .lock()
+            .unwrap()
+            .contains(&(id.to_owned(), version))
     }
 }
 
@@ -259,6 +286,9 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
         } else {
             forward(&state, &request, &request.body).await
         };
+        if is_bulk && status == 200 {
+            record_acknowledged(&state, &request.body, &body);
+        }
         if respond(&mut socket, status, &body).await.is_err() {
             return;
         }
@@ -296,11 +326,37 @@ async fn forward(state: &State, request: &Request, body: &[u8]) -> (u16, Vec<u8>
     }
 }
 
-/// One `_bulk` item: its action line, its source line if any, and its operation name.
+/// Adds the writes of a `_bulk` request that its response answers as applied to the record.
+fn record_acknowledged(state: &State, request: &[u8], response: &[u8]) {
+    let Ok(reply) = serde_json::from_slice::<Value>(response) else {
+        return;
+    };
+    let results = reply["items"].as_array().cloned().unwrap_or_default();
+
+    let mut acknowledged = state.acknowledged.lock().unwrap();
+    for (item, result) in split_bulk(request).iter().zip(results) {
+        let status = result
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(|r| r["status"].as_u64())
+            .unwrap_or(0);
+        if let (Some(id), Some(version)) = (item.id.as_str(), item.version) {
+            // A delete of a missing document answers 404 and still records its version.
+            let missing = item.op == "delete" && status == 404;
+            if (200..300).contains(&status) || status == 409 || missing {
+                acknowledged.insert((id.to_owned(), version));
+            }
+        }
+    }
+}
+
+/// One `_bulk` item: its action line, its source line if any, its operation name, `_id` and
+/// external version.
 struct Item<'a> {
     lines: Vec<&'a [u8]>,
     op: String,
     id: Value,
+    version: Option<u64>,
 }
 
 fn split_bulk(body: &[u8]) -> Vec<Item<'_>> {
@@ -316,6 +372,7 @@ fn split_bulk(body: &[u8]) -> Vec<Item<'_>> {
             lines: vec![action],
             op: op.clone(),
             id: meta["_id"].clone(),
+            version: meta["version"].as_u64(),
         };
         if op != "delete" {
             item.lines.push(lines.next().expect("a source line"));
