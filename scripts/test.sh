@@ -23,7 +23,10 @@ set +e
 # The output goes to a file that is followed, not through a pipe: a process a test leaked would
 # hold a pipe open and hang the run. A whole-run limit turns any hang into a red run that says so.
 limit=${DUAL_INDEXER_TEST_TIMEOUT_SECS:-4500}
-RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} timeout -k 30 "$limit" \
+# Every process of this run inherits this mark, so leftovers are found by it, and nothing else
+# (an indexer you run by hand, another test run) is touched.
+run_mark="$$-$(date +%s%N)"
+DUAL_INDEXER_TEST_RUN=$run_mark RUST_TEST_THREADS=${RUST_TEST_THREADS:-2} timeout -k 30 "$limit" \
   cargo test --locked --no-fail-fast --lib --bins --tests --benches >"$log" 2>&1 &
 tests=$!
 tail -n +1 -f --pid="$tests" "$log"
@@ -33,9 +36,9 @@ set -e
 if [ "$status" = 124 ]; then
   echo "test.sh: the tests did not finish within ${limit} s (DUAL_INDEXER_TEST_TIMEOUT_SECS)" >&2
 fi
-# Every process a test starts is killed when the test ends, pass or fail. Any still running
-# now is a defect in the tests: name it, stop it, and fail the run.
-leaked=$(pgrep -f "^$ROOT/target/" || true)
+# Every process a test starts is killed when the test ends, pass or fail. Any of this run still
+# running now is a defect in the tests: name it, stop it, and fail the run.
+leaked=$(grep -lsxz "DUAL_INDEXER_TEST_RUN=$run_mark" /proc/[0-9]*/environ | cut -d/ -f3 || true)
 if [ -n "$leaked" ]; then
   echo "test.sh: tests left processes running; stopping them:" >&2
   ps -o pid=,args= -p "$(echo "$leaked" | paste -sd,)" >&2 || true
