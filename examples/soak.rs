@@ -181,7 +181,9 @@ async fn soak(o: &Options, phase: &Phase) -> anyhow::Result<()> {
             .iter()
             .map(|p| p.committed.unwrap_or(0))
             .sum();
-        if rss_mb.is_finite() {
+        // Before its first poll the child may not have exec'd yet (its RSS is then this
+        // program's copy-on-write image, or nothing); samples start once it has started up.
+        if rss_mb.is_finite() && committed > 0 {
             samples.push(Sample {
                 at: started.elapsed(),
                 committed,
