@@ -43,20 +43,13 @@ fn options() -> Options {
         in_flight: 4,
         indexer: "target/release/dual-indexer".into(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).cloned().unwrap_or_default();
-        let number = || {
-            value
-                .parse::<usize>()
-                .unwrap_or_else(|_| panic!("{} takes a number, got `{value}`", pair[0]))
-        };
-        match pair[0].as_str() {
-            "--docs" => o.docs = number(),
-            "--tags" => o.tags = number(),
-            "--batch" => o.batch = number(),
-            "--in-flight" => o.in_flight = number(),
-            "--indexer" => o.indexer = value.clone(),
+    for flag in bench_support::flags() {
+        match flag.name.as_str() {
+            "--docs" => o.docs = flag.number(),
+            "--tags" => o.tags = flag.number(),
+            "--batch" => o.batch = flag.number(),
+            "--in-flight" => o.in_flight = flag.number(),
+            "--indexer" => o.indexer = flag.value.clone(),
             other => panic!(
                 "unknown option {other}; accepted: --docs --tags --batch --in-flight --indexer"
             ),

@@ -53,23 +53,16 @@ fn options() -> Options {
         sample_ms: 500,
         indexer: "target/release/dual-indexer".into(),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).cloned().unwrap_or_default();
-        let number = || {
-            value
-                .parse::<usize>()
-                .unwrap_or_else(|_| panic!("{} takes a number, got `{value}`", pair[0]))
-        };
-        match pair[0].as_str() {
-            "--small" => o.small = number(),
-            "--small-tags" => o.small_tags = number(),
-            "--small-ids" => o.small_ids = number(),
-            "--wide" => o.wide = number(),
-            "--wide-tags" => o.wide_tags = number(),
-            "--wide-ids" => o.wide_ids = number(),
-            "--sample-ms" => o.sample_ms = number() as u64,
-            "--indexer" => o.indexer = value.clone(),
+    for flag in bench_support::flags() {
+        match flag.name.as_str() {
+            "--small" => o.small = flag.number(),
+            "--small-tags" => o.small_tags = flag.number(),
+            "--small-ids" => o.small_ids = flag.number(),
+            "--wide" => o.wide = flag.number(),
+            "--wide-tags" => o.wide_tags = flag.number(),
+            "--wide-ids" => o.wide_ids = flag.number(),
+            "--sample-ms" => o.sample_ms = flag.number() as u64,
+            "--indexer" => o.indexer = flag.value.clone(),
             other => panic!(
                 "unknown option {other}; accepted: --small --small-tags --small-ids --wide --wide-tags --wide-ids --sample-ms --indexer"
             ),

@@ -78,3 +78,29 @@ pub fn proc_status_mb(pid: u32, field: &str) -> f64 {
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// One `--flag value` pair of an example's command line.
+pub struct Flag {
+    pub name: String,
+    pub value: String,
+}
+
+impl Flag {
+    /// The value as a number, or a panic that names the flag.
+    pub fn number(&self) -> usize {
+        self.value
+            .parse()
+            .unwrap_or_else(|_| panic!("{} takes a number, got `{}`", self.name, self.value))
+    }
+}
+
+/// The command line as `--flag value` pairs: the examples take nothing else.
+pub fn flags() -> Vec<Flag> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.chunks(2)
+        .map(|pair| Flag {
+            name: pair[0].clone(),
+            value: pair.get(1).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
