@@ -142,7 +142,8 @@ pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Durati
             let _ = done.send(());
         });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start a thread to close the consumer; exiting without leaving the group");
+        // The failed spawn has already dropped the consumer, and so closed it here, unbounded.
+        tracing::warn!(error = %e, "could not start a thread to close the consumer; it was closed without a time limit");
         return;
     }
     match tokio::time::timeout(within, closed).await {
