@@ -381,9 +381,13 @@ async fn a_backfill_racing_the_live_replay_ends_in_the_newest_state() {
     // The legacy indexer applies the history; then, for the new indexer, the history is past
     // retention: its group starts at the end of it.
     produce_topic(&stack, &topic, 3, history).await;
-    let mut legacy_args = run_args(&stack, &topic, &legacy_group, &legacy_index);
-    let es = legacy_args.iter().position(|a| a == "--es-url").unwrap();
-    legacy_args[es + 1] = stack.legacy_es.clone();
+    let legacy_args = run_args_to(
+        &stack,
+        &topic,
+        &legacy_group,
+        &legacy_index,
+        &stack.legacy_es,
+    );
     let legacy_until_caught_up = |label: &str| {
         let mut legacy = indexer()
             .args(&legacy_args)

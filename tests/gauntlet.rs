@@ -35,9 +35,7 @@ fn messages(count: usize, ids: usize, seed: u64) -> Vec<GeneratedMessage> {
 
 /// `run` arguments through `es_url`, with short retries so faults cost seconds, not minutes.
 fn args_via(stack: &Stack, topic: &str, group: &str, index: &str, es_url: &str) -> Vec<String> {
-    let mut args = run_args(stack, topic, group, index);
-    let es = args.iter().position(|a| a == "--es-url").unwrap();
-    args[es + 1] = es_url.to_owned();
+    let mut args = run_args_to(stack, topic, group, index, es_url);
     args.extend(
         [
             "--retry-base-ms",

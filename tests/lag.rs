@@ -125,9 +125,7 @@ fn start_run(
     extra: &[&str],
 ) -> Guarded {
     let group = unique("indexer");
-    let mut args = run_args(stack, topic, &group, index);
-    let es = args.iter().position(|a| a == "--es-url").unwrap();
-    args[es + 1] = es_url.to_owned();
+    let args = run_args_to(stack, topic, &group, index, es_url);
     indexer()
         .args(&args)
         .args(["--status-addr", &format!("127.0.0.1:{port}")])

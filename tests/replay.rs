@@ -292,9 +292,7 @@ async fn a_sigterm_during_startup_exits_zero_at_once_without_consuming() {
         unique("indexer"),
     );
     produce_topic(&stack, &topic, 3, &generate::messages(&spec(30, 10, 6))).await;
-    let mut args = run_args(&stack, &topic, &group, &index);
-    let es = args.iter().position(|a| a == "--es-url").unwrap();
-    args[es + 1] = es_url;
+    let mut args = run_args_to(&stack, &topic, &group, &index, &es_url);
     args.extend(["--request-timeout-secs".into(), "60".into()]);
     let mut child = indexer().args(&args).guarded();
     // The indexer has connected: it is inside its startup now.

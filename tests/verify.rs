@@ -23,9 +23,13 @@ async fn replay_both(stack: &Stack, messages: &[GeneratedMessage]) -> SideBySide
     let legacy_index = unique("tags-v1");
     let new_index = unique("tags-v2");
     let legacy_group = unique("legacy-indexer");
-    let mut legacy_args = run_args(stack, &topic, &legacy_group, &legacy_index);
-    let es = legacy_args.iter().position(|a| a == "--es-url").unwrap();
-    legacy_args[es + 1] = stack.legacy_es.clone();
+    let legacy_args = run_args_to(
+        stack,
+        &topic,
+        &legacy_group,
+        &legacy_index,
+        &stack.legacy_es,
+    );
     let mut legacy = indexer()
         .args(&legacy_args)
         .args(["--schema", "legacy", "--until-caught-up"])

@@ -386,6 +386,18 @@ pub fn await_session_expiry() {
 
 /// Common `run` arguments against the stack's new cluster.
 pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<String> {
+    run_args_to(stack, topic, group, index, &stack.new_es)
+}
+
+/// [`run_args`] writing to `es_url` instead of the stack's new cluster (the legacy cluster, a
+/// fault proxy, a private or silent server).
+pub fn run_args_to(
+    stack: &Stack,
+    topic: &str,
+    group: &str,
+    index: &str,
+    es_url: &str,
+) -> Vec<String> {
     [
         "run",
         "--brokers",
@@ -395,7 +407,7 @@ pub fn run_args(stack: &Stack, topic: &str, group: &str, index: &str) -> Vec<Str
         "--group",
         group,
         "--es-url",
-        &stack.new_es,
+        es_url,
         "--index",
         index,
         "--create-index",
