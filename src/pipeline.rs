@@ -8,8 +8,13 @@
 //!
 //! One task owns the loop; bulk requests and dead-letter writes run as spawned tasks whose
 //! results come back to it. Memory is bounded by a budget of messages received but not yet
-//! final: past it, every assigned partition is paused (the consumer is still polled, so the
-//! group membership stays alive through a long Elasticsearch outage), and resumed below half.
+//! final. Past it, the loop first *holds*: it stops taking messages from librdkafka's queue,
+//! whose prefetch is capped, and librdkafka stops fetching once that queue is full. Below half
+//! the budget it reads on, and nothing was fetched twice. Only a hold longer than
+//! [`HOLD_BEFORE_PAUSE`] (an Elasticsearch outage, say) pauses every assigned partition and polls
+//! again, so the group membership and rebalances are served however long the outage lasts.
+//! Pausing is the last resort because librdkafka discards a paused partition's prefetched
+//! messages, and the broker must serve them again after the resume.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -102,6 +107,7 @@ enum Event<'a> {
     Commit,
     LagStatus(Result<(), watch::error::RecvError>),
     Progress,
+    HoldExpired,
     Message(Result<BorrowedMessage<'a>, rdkafka::error::KafkaError>),
 }
 
@@ -132,6 +138,47 @@ impl PartitionMetrics {
 /// How long leaving the consumer group may take at exit, after the drain and the final commit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the loop may hold off reading under backpressure before it pauses the partitions
+/// and polls again. Not polling delays rebalances and, past `max.poll.interval.ms`, would cost
+/// the group membership, so the hold is also capped at half that interval.
+pub const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(5);
+
+/// The least time between two commits made because the loop went idle (see
+/// `Pipeline::commit_if_idle`); the regular commits keep `--commit-interval-ms`.
+const IDLE_COMMIT_GAP: Duration = Duration::from_millis(200);
+
+/// How the loop reads under backpressure (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Taking messages as they come.
+    Reading,
+    /// The budget is full: messages stay in librdkafka's queue until `until`.
+    Holding { until: tokio::time::Instant },
+    /// Held too long: the assignment is paused and the consumer polled for rebalances only.
+    Paused,
+}
+
+impl Flow {
+    /// The state after this one, with `pending` messages unfinished against a budget of `max`:
+    /// hold when the budget is full, pause once the hold runs out, read on below half.
+    fn next(
+        self,
+        pending: usize,
+        max: usize,
+        now: tokio::time::Instant,
+        hold_limit: Duration,
+    ) -> Flow {
+        match self {
+            Flow::Reading if pending >= max => Flow::Holding {
+                until: now + hold_limit,
+            },
+            Flow::Holding { .. } | Flow::Paused if pending <= max / 2 => Flow::Reading,
+            Flow::Holding { until } if now >= until => Flow::Paused,
+            unchanged => unchanged,
+        }
+    }
+}
+
 /// The replay loop's state.
 pub struct Pipeline {
     settings: RunSettings,
@@ -147,7 +194,11 @@ pub struct Pipeline {
     bulk_in_flight: usize,
     /// Batches handed to the sink so far, numbering them for the logs.
     batches_sent: u64,
-    paused: bool,
+    flow: Flow,
+    /// When offsets were last handed to the consumer to commit.
+    last_commit: Option<tokio::time::Instant>,
+    /// How long a hold may last: [`HOLD_BEFORE_PAUSE`], or half of `max.poll.interval.ms`.
+    hold_limit: Duration,
     max_pending: usize,
     board: Arc<StatusBoard>,
     summary: Summary,
@@ -175,6 +226,12 @@ impl Pipeline {
         }
         let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
         let max_pending = settings.batch_max_docs * (settings.max_in_flight + 2);
+        let hold_limit = consumer_config
+            .get("max.poll.interval.ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map_or(HOLD_BEFORE_PAUSE, |ms| {
+                HOLD_BEFORE_PAUSE.min(Duration::from_millis(ms / 2))
+            });
         Ok(Self {
             consumer: Arc::new(consumer),
             tracker,
@@ -190,7 +247,9 @@ impl Pipeline {
             tasks: JoinSet::new(),
             bulk_in_flight: 0,
             batches_sent: 0,
-            paused: false,
+            flow: Flow::Reading,
+            last_commit: None,
+            hold_limit,
             max_pending,
             board,
             summary: Summary::default(),
@@ -215,6 +274,10 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let outcome: anyhow::Result<Ending> = loop {
             let deadline = self.batch_deadline;
+            let (reading, hold_until) = match self.flow {
+                Flow::Holding { until } => (false, Some(until)),
+                Flow::Reading | Flow::Paused => (true, None),
+            };
             let lag_changed = async {
                 match until_caught_up.as_mut() {
                     Some(rx) => rx.changed().await,
@@ -229,7 +292,8 @@ impl Pipeline {
                 _ = commit_tick.tick() => Event::Commit,
                 changed = lag_changed => Event::LagStatus(changed),
                 _ = progress_tick.tick() => Event::Progress,
-                message = consumer.recv() => Event::Message(message),
+                _ = sleep_until(hold_until) => Event::HoldExpired,
+                message = consumer.recv(), if reading => Event::Message(message),
             };
             match event {
                 Event::Shutdown => break Ok(Ending::Signal),
@@ -237,6 +301,7 @@ impl Pipeline {
                     if let Err(e) = self.on_finished(done) {
                         break Err(e);
                     }
+                    self.commit_if_idle();
                 }
                 Event::Linger => self.seal(),
                 Event::Commit => {
@@ -258,6 +323,8 @@ impl Pipeline {
                     until_caught_up = None;
                 }
                 Event::Progress => self.log_progress(),
+                // `apply_backpressure` below turns the expired hold into a pause.
+                Event::HoldExpired => {}
                 Event::Message(Ok(message)) => self.on_message(&message),
                 Event::Message(Err(e)) => {
                     metrics::counter!("kafka.errors").increment(1);
@@ -480,37 +547,69 @@ impl Pipeline {
         let rebalanced = self.rebalanced.swap(false, Ordering::SeqCst);
         let pending = lock(&self.tracker).pending();
         metrics::gauge!("pipeline.pending").set(pending as f64);
-        let pause = if self.paused {
-            pending > self.max_pending / 2
-        } else {
-            pending >= self.max_pending
-        };
-        if pause == self.paused && !rebalanced {
+        let now = tokio::time::Instant::now();
+        let wanted = self
+            .flow
+            .next(pending, self.max_pending, now, self.hold_limit);
+        let (was_paused, pause) = (self.flow == Flow::Paused, wanted == Flow::Paused);
+        if pause == was_paused && !rebalanced {
+            return self.set_flow(wanted, pending);
+        }
+        let result = self.consumer.assignment().and_then(|assignment| {
+            if pause {
+                self.consumer.pause(&assignment)
+            } else {
+                self.consumer.resume(&assignment)
+            }
+        });
+        match result {
+            Ok(()) => self.set_flow(wanted, pending),
+            Err(e) => {
+                // Try again on a later event, the rebalance included; a failed pause holds on
+                // for another second rather than spin on an expired hold.
+                self.rebalanced.fetch_or(rebalanced, Ordering::SeqCst);
+                if pause {
+                    self.set_flow(
+                        Flow::Holding {
+                            until: now + Duration::from_secs(1),
+                        },
+                        pending,
+                    );
+                }
+                tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
+            }
+        }
+    }
+
+    fn set_flow(&mut self, flow: Flow, pending: usize) {
+        if flow == self.flow {
             return;
         }
-        let assignment = match self.consumer.assignment() {
-            Ok(a) => a,
-            Err(e) => {
-                // Try again on the next tick, the rebalance included.
-                self.rebalanced.fetch_or(rebalanced, Ordering::SeqCst);
-                return tracing::warn!(error = %e, "reading the assignment for backpressure failed");
-            }
-        };
-        let result = if pause {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        match result {
-            Ok(()) => {
-                self.paused = pause;
-                metrics::gauge!("pipeline.paused").set(if pause { 1.0 } else { 0.0 });
-                tracing::debug!(pending, paused = pause, "backpressure");
-            }
-            Err(e) => {
-                self.rebalanced.fetch_or(rebalanced, Ordering::SeqCst);
-                tracing::warn!(error = %e, "pausing or resuming partitions failed");
-            }
+        self.flow = flow;
+        let (holding, paused) = self.flow_flags();
+        metrics::gauge!("pipeline.holding").set(if holding { 1.0 } else { 0.0 });
+        metrics::gauge!("pipeline.paused").set(if paused { 1.0 } else { 0.0 });
+        tracing::debug!(pending, holding, paused, "backpressure");
+    }
+
+    /// Whether the loop holds off reading, and whether the partitions are paused.
+    fn flow_flags(&self) -> (bool, bool) {
+        (
+            matches!(self.flow, Flow::Holding { .. }),
+            self.flow == Flow::Paused,
+        )
+    }
+
+    /// Commits at once when every message received is final, so that the group's lag reads zero
+    /// as soon as the work is done rather than at the next tick. At most once per
+    /// [`IDLE_COMMIT_GAP`], so a slow live stream that idles after every bulk does not commit
+    /// after each one.
+    fn commit_if_idle(&mut self) {
+        let due = self
+            .last_commit
+            .is_none_or(|at| at.elapsed() >= IDLE_COMMIT_GAP.min(self.settings.commit_interval));
+        if due && lock(&self.tracker).pending() == 0 {
+            self.commit(CommitMode::Async);
         }
     }
 
@@ -524,6 +623,7 @@ impl Pipeline {
         if commits.is_empty() {
             return;
         }
+        self.last_commit = Some(tokio::time::Instant::now());
         let mut list = TopicPartitionList::new();
         for (partition, offset) in &commits {
             if list
@@ -565,7 +665,8 @@ impl Pipeline {
             "already_applied": s.already_applied,
             "dead_lettered": s.dead_lettered,
             "pending": lock(&self.tracker).pending(),
-            "paused": self.paused,
+            "holding": self.flow_flags().0,
+            "paused": self.flow_flags().1,
             "bulk_in_flight": self.bulk_in_flight,
         })
     }
@@ -600,7 +701,8 @@ impl Pipeline {
             dead_lettered = s.dead_lettered,
             pending = lock(&self.tracker).pending(),
             rate_per_sec = (s.consumed as f64 / elapsed).round(),
-            paused = self.paused,
+            holding = self.flow_flags().0,
+            paused = self.flow_flags().1,
             "progress"
         );
     }
@@ -610,5 +712,40 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 6_000;
+    const HOLD: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn a_full_budget_holds_first_and_reads_on_below_half_without_pausing() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(Flow::Reading.next(MAX - 1, MAX, now, HOLD), Flow::Reading);
+        let held = Flow::Reading.next(MAX, MAX, now, HOLD);
+        assert_eq!(held, Flow::Holding { until: now + HOLD });
+        let later = now + HOLD / 2;
+        assert_eq!(held.next(MAX / 2 + 1, MAX, later, HOLD), held);
+        assert_eq!(held.next(MAX / 2, MAX, later, HOLD), Flow::Reading);
+    }
+
+    #[test]
+    fn a_hold_that_runs_out_pauses_and_a_pause_lifts_below_half() {
+        let now = tokio::time::Instant::now();
+        let held = Flow::Reading.next(MAX, MAX, now, HOLD);
+        assert_eq!(held.next(MAX, MAX, now + HOLD, HOLD), Flow::Paused);
+        assert_eq!(Flow::Paused.next(MAX / 2 + 1, MAX, now, HOLD), Flow::Paused);
+        assert_eq!(Flow::Paused.next(MAX / 2, MAX, now, HOLD), Flow::Reading);
+    }
+
+    #[test]
+    fn the_budget_freed_at_the_moment_the_hold_runs_out_reads_on_rather_than_pauses() {
+        let now = tokio::time::Instant::now();
+        let held = Flow::Reading.next(MAX, MAX, now, HOLD);
+        assert_eq!(held.next(0, MAX, now + HOLD, HOLD), Flow::Reading);
     }
 }

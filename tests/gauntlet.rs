@@ -205,18 +205,23 @@ async fn a_blackholed_cluster_pauses_the_replay_and_it_resumes_without_loss() {
     let mut peak = before;
     // Through the hole, every commit must stand on writes the proxy answered before it: that is
     // what "nothing is committed past unapplied work" means, whatever the timing of the commits.
-    // And consumption pauses: the budget of unfinished messages fills, and the consumer stops.
+    // And consumption stops: the budget of unfinished messages fills, the loop holds off reading
+    // (keeping librdkafka's prefetch), and once the hold has lasted 5 s it pauses the partitions.
     let mut commits_in_hole = Vec::new();
-    let mut paused = false;
+    let (mut held_first, mut paused) = (false, false);
     while started.elapsed() < hole - Duration::from_secs(1) {
         peak = peak.max(rss_mb(child.0.id()));
         commits_in_hole.push(assert_commits_acknowledged(
             &stack, &group, &topic, &records, &poison, &proxy,
         ));
-        paused |= get(port, "/status").is_some_and(|(_, s)| s["replay"]["paused"] == true);
+        if let Some((_, s)) = get(port, "/status") {
+            held_first |= !paused && s["replay"]["holding"] == true;
+            paused |= s["replay"]["paused"] == true;
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let committed_at_end_of_hole = *commits_in_hole.last().unwrap();
+    assert!(held_first, "the loop held off reading before it paused");
     assert!(paused, "the consumer paused in the hole");
     assert!(
         committed_at_end_of_hole < 12_000,

@@ -311,3 +311,33 @@ async fn a_sigterm_during_startup_exits_zero_at_once_without_consuming() {
         "nothing was committed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_indexer_commits_at_once_rather_than_at_its_next_commit_tick() {
+    let stack = stack();
+    let (topic, index, group) = (unique("idle"), unique("tags-v2-idle"), unique("indexer"));
+    produce_topic(&stack, &topic, 3, &generate::messages(&spec(2_000, 500, 7))).await;
+    // The regular commits come every ten minutes, and the first tick fires at start-up, before
+    // anything is final: only the commit made when the work runs out can close the lag in time.
+    let mut args = run_args(&stack, &topic, &group, &index);
+    let interval = args
+        .iter()
+        .position(|a| a == "--commit-interval-ms")
+        .unwrap()
+        + 1;
+    args[interval] = "600000".into();
+    let mut child = indexer().args(&args).guarded();
+    wait_for("every partition committed to its end", RUN_TIMEOUT, || {
+        committed_and_high(&stack, &group, &topic)
+            .iter()
+            .all(|(_, committed, high)| *committed == Some(*high))
+            .then_some(())
+    });
+    assert!(
+        wait_a_while(&mut child, Duration::ZERO).is_none(),
+        "the commits came from the running loop, not from its shutdown"
+    );
+    terminate(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "exit {status}");
+}

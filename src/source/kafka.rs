@@ -113,9 +113,12 @@ pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // librdkafka prefetches up to 100,000 messages per partition by default, which makes
         // memory follow the backlog. The pipeline's own budget is a few thousand messages, so a
-        // small prefetch loses no throughput and keeps the footprint flat.
+        // capped prefetch keeps the footprint flat. 16 MB rather than 8: a broker may answer a
+        // fetch with more than was asked (the test broker sends whole partitions), and with 8 MB
+        // such an answer filled the queue, so the other partitions were asked for only once it
+        // had drained, and the bulk requests ran dry while the broker built that answer.
         .set("queued.min.messages", "10000")
-        .set("queued.max.messages.kbytes", "8192")
+        .set("queued.max.messages.kbytes", "16384")
         .set("fetch.max.bytes", "8388608")
         // The loop polls continuously, even while paused, so a short poll interval costs nothing.
         // It is also the rebalance timeout: a JoinGroup the broker never answers is retried after
