@@ -204,6 +204,8 @@ pub struct Pipeline {
     summary: Summary,
     metrics: HashMap<i32, PartitionMetrics>,
     started: Instant,
+    /// When the last progress line was logged, and the messages consumed by then.
+    last_progress: (Instant, u64),
 }
 
 impl Pipeline {
@@ -255,6 +257,7 @@ impl Pipeline {
             summary: Summary::default(),
             metrics: HashMap::new(),
             started: Instant::now(),
+            last_progress: (Instant::now(), 0),
             settings,
         })
     }
@@ -690,8 +693,16 @@ impl Pipeline {
         Ok(())
     }
 
-    fn log_progress(&self) {
+    /// Logs the counters, the rate since the previous progress line and the mean rate since the
+    /// start (which, unlike the former, keeps falling once the backlog is done).
+    fn log_progress(&mut self) {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        let (since, consumed_then) = std::mem::replace(
+            &mut self.last_progress,
+            (Instant::now(), self.summary.consumed),
+        );
+        let recent = (self.summary.consumed - consumed_then) as f64
+            / since.elapsed().as_secs_f64().max(1e-3);
         let s = &self.summary;
         tracing::info!(
             consumed = s.consumed,
@@ -700,7 +711,8 @@ impl Pipeline {
             already_applied = s.already_applied,
             dead_lettered = s.dead_lettered,
             pending = lock(&self.tracker).pending(),
-            rate_per_sec = (s.consumed as f64 / elapsed).round(),
+            rate_per_sec = recent.round(),
+            mean_rate_per_sec = (s.consumed as f64 / elapsed).round(),
             holding = self.flow_flags().0,
             paused = self.flow_flags().1,
             "progress"
