@@ -487,18 +487,23 @@ async fn a_rebalance_storm_loses_nothing() {
         unique("tags-v2-storm"),
         unique("indexer"),
     );
-    let messages = messages(12_000, 3_000, 27);
+    let count = cycles * 3_000;
+    let messages = messages(count, count / 4, 27);
     produce_topic(&stack, &topic, 3, &messages).await;
+    // Paced so that the replay outlasts the storm: 100-document batches, each answered after
+    // 700 ms, make about 500 commands/s at most, and every visit lands mid-replay.
     let proxy = FaultProxy::start(
         &stack.new_es,
         Plan {
             seed: 27,
-            latency: Duration::from_millis(100),
+            latency: Duration::from_millis(700),
             ..Plan::default()
         },
     )
     .await;
-    let args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    let mut args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    let batch = args.iter().position(|a| a == "--batch-max-docs").unwrap() + 1;
+    args[batch] = "100".into();
     let mut steady = indexer().args(&args).guarded();
     let mut committed = Vec::new();
     for _ in 0..cycles {
@@ -514,8 +519,12 @@ async fn a_rebalance_storm_loses_nothing() {
         committed.push(committed_total(&stack, &group, &topic));
         std::thread::sleep(Duration::from_secs(1));
     }
+    assert!(
+        committed.iter().filter(|&&c| c < count as i64).count() >= cycles - 1,
+        "the storm came during the replay, not after it: {committed:?}"
+    );
     wait_for("the replay to finish after the storm", RUN_TIMEOUT, || {
-        (committed_total(&stack, &group, &topic) == 12_000).then_some(())
+        (committed_total(&stack, &group, &topic) == count as i64).then_some(())
     });
     terminate(&steady.0);
     assert!(wait_with_timeout(&mut steady, Duration::from_secs(60)).success());
@@ -526,6 +535,6 @@ async fn a_rebalance_storm_loses_nothing() {
     let (docs, letters) =
         assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
     println!(
-        "RESULT rebalance storm: 12000 commands, {cycles} members joining and leaving every 5 s beside a steady one (commits after each: {committed:?}); 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
+        "RESULT rebalance storm: {count} commands, {cycles} members joining and leaving every 5 s beside a steady one (commits after each: {committed:?}); 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
     );
 }
