@@ -34,8 +34,8 @@ use dual_indexer::source::group;
 use dual_indexer::source::offsets::Ticket;
 use dual_indexer::transform::{prepare, Origin, VersionSource};
 use elasticsearch::http::Method;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::ClientConfig;
 
 struct Options {
     count: usize,
@@ -293,42 +293,26 @@ fn spawn_indexer(
 /// The group's committed offsets, summed over the partitions, read by one client for the whole
 /// run; the topic's high watermarks are fixed once the stream has been produced.
 struct CommitWatcher {
-    consumer: BaseConsumer,
-    partitions: TopicPartitionList,
+    client: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
     high: i64,
 }
 
 impl CommitWatcher {
     fn new(kafka: &ClientConfig, group_id: &str, topic: &str) -> anyhow::Result<Self> {
         let positions = group::positions(kafka, group_id, topic)?;
-        let mut partitions = TopicPartitionList::new();
-        for p in &positions {
-            partitions.add_partition(topic, p.partition);
-        }
-        let consumer: BaseConsumer = kafka
-            .clone()
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .create()?;
         Ok(Self {
-            consumer,
-            partitions,
+            client: group::offsets_client(kafka, group_id)?,
+            topic: topic.to_owned(),
+            partitions: positions.iter().map(|p| p.partition).collect(),
             high: positions.iter().map(|p| p.high).sum(),
         })
     }
 
     fn committed(&self) -> anyhow::Result<i64> {
-        let committed = self
-            .consumer
-            .committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum())
+        let committed = group::committed(&self.client, &self.topic, &self.partitions)?;
+        Ok(committed.values().flatten().sum())
     }
 }
 

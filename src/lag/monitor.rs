@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use super::rule::{Judgement, LagRule, PartitionWindow, Sample, Status};
+use crate::source::group::{self, committed};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -87,13 +88,7 @@ impl LagMonitor {
         legacy_group: Option<&str>,
         rule: LagRule,
     ) -> anyhow::Result<Self> {
-        let client = |g: &str| -> anyhow::Result<BaseConsumer> {
-            Ok(config
-                .clone()
-                .set("group.id", g)
-                .set("enable.auto.commit", "false")
-                .create()?)
-        };
+        let client = |g: &str| group::offsets_client(config, g);
         Ok(Self {
             topic: topic.to_owned(),
             group: group.to_owned(),
@@ -191,30 +186,6 @@ impl LagMonitor {
             status_value: status,
         })
     }
-}
-
-fn committed(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partitions: &[i32],
-) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
-    let mut list = TopicPartitionList::new();
-    for p in partitions {
-        list.add_partition(topic, *p);
-    }
-    let answer = consumer.committed_offsets(list, TIMEOUT)?;
-    Ok(partitions
-        .iter()
-        .map(|p| {
-            let offset = answer
-                .find_partition(topic, *p)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
-            (*p, offset)
-        })
-        .collect())
 }
 
 /// `lag.status` before any partition has been judged.

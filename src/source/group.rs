@@ -9,9 +9,11 @@
 //! through DescribeGroups; where the broker cannot answer it (the tansu test broker closes the
 //! connection), membership is *unknown* and the reset is refused unless forced.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +87,7 @@ pub fn positions(
     group: &str,
     topic: &str,
 ) -> anyhow::Result<Vec<PartitionPosition>> {
-    let consumer: BaseConsumer = group_config(config, group).create()?;
+    let consumer = offsets_client(config, group)?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -96,25 +98,15 @@ pub fn positions(
     if partitions.is_empty() {
         anyhow::bail!("topic `{topic}` does not exist or has no partitions");
     }
-    let mut request = TopicPartitionList::new();
-    for p in &partitions {
-        request.add_partition(topic, *p);
-    }
-    let committed = consumer.committed_offsets(request, TIMEOUT)?;
+    let committed = committed(&consumer, topic, &partitions)?;
     let mut out = Vec::with_capacity(partitions.len());
     for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
-        let committed = committed
-            .find_partition(topic, p)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            });
         out.push(PartitionPosition {
             partition: p,
             low,
             high,
-            committed,
+            committed: committed.get(&p).copied().flatten(),
         });
     }
     out.sort_by_key(|p| p.partition);
@@ -142,6 +134,38 @@ pub fn reset_to_earliest(
     }
     consumer.commit(&list, CommitMode::Sync)?;
     Ok(before)
+}
+
+/// A client that reads `group`'s committed offsets without joining the group. Keep one for
+/// repeated reads: each new client connects and fetches metadata again.
+pub fn offsets_client(config: &ClientConfig, group: &str) -> KafkaResult<BaseConsumer> {
+    group_config(config, group).create()
+}
+
+/// `group`'s committed offset for each of `partitions` of `topic` (`None` where it has none),
+/// read with a client from [`offsets_client`].
+pub fn committed(
+    client: &BaseConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        list.add_partition(topic, *p);
+    }
+    let answer = client.committed_offsets(list, TIMEOUT)?;
+    Ok(partitions
+        .iter()
+        .map(|p| {
+            let offset = answer
+                .find_partition(topic, *p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            (*p, offset)
+        })
+        .collect())
 }
 
 fn group_config(config: &ClientConfig, group: &str) -> ClientConfig {
