@@ -315,9 +315,12 @@ pub struct RunArgs {
     /// Bulk requests in flight at once.
     #[arg(long, env = "DUAL_INDEXER_MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub max_in_flight: u64,
-    /// Attempts per document for item-level 429/5xx before it is dead-lettered.
-    #[arg(long, env = "DUAL_INDEXER_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_attempts: u32,
+    /// Seconds a document's write may keep failing with an item-level 5xx before it is dead-lettered. Cluster conditions (write blocks, a closed index, 429 overload, no answer) are retried without limit instead.
+    #[arg(long, env = "DUAL_INDEXER_ITEM_RETRY_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub item_retry_secs: u64,
+    /// Set the target's index.gc_deletes (how long a delete's version tombstone refuses older writes, e.g. 1h) at start; "keep" leaves it, and a value shorter than the retry window is warned about.
+    #[arg(long, env = "DUAL_INDEXER_SET_GC_DELETES", default_value = "keep")]
+    pub set_gc_deletes: String,
     /// First retry backoff in milliseconds (doubles per attempt, full jitter).
     #[arg(long, env = "DUAL_INDEXER_RETRY_BASE_MS", default_value_t = 100)]
     pub retry_base_ms: u64,
@@ -372,6 +375,14 @@ impl RunArgs {
         if self.dlq_topic() == self.topic {
             return Err("--dlq-topic must differ from --topic".into());
         }
+        if self.set_gc_deletes != "keep"
+            && crate::cutover::index::parse_time_value(&self.set_gc_deletes).is_none()
+        {
+            return Err(format!(
+                "--set-gc-deletes `{}` is not a time value; accepted: `keep`, or a number with ms, s, m, h or d (e.g. 1h)",
+                self.set_gc_deletes
+            ));
+        }
         if self.retry_base_ms > self.retry_max_ms {
             return Err(format!(
                 "--retry-base-ms ({}) exceeds --retry-max-ms ({})",
@@ -400,6 +411,7 @@ impl RunArgs {
             commit_interval: Duration::from_millis(self.commit_interval_ms.max(10)),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             progress_interval: Duration::from_secs(self.progress_secs),
+            partitions_recorded: None,
         })
     }
 
@@ -417,9 +429,10 @@ impl RunArgs {
     /// The retry policy for bulk items and requests.
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
-            max_attempts: self.max_attempts,
+            item_retry_for: Duration::from_secs(self.item_retry_secs),
             base: Duration::from_millis(self.retry_base_ms),
             max: Duration::from_millis(self.retry_max_ms),
+            ..RetryPolicy::default()
         }
     }
 }

@@ -9,10 +9,15 @@
 //! | `dual-indexer.error.es_type` | Elasticsearch's error type (only for `mapping` and `retries_exhausted`) |
 //! | `dual-indexer.source.topic` / `.partition` / `.offset` | where the command was read |
 //! | `dual-indexer.attempts` | bulk attempts made (0 if it never reached Elasticsearch) |
+//! | `dual-indexer.payload.truncated` | only on a letter too large for the broker: the original payload's size in bytes |
 //!
 //! A message's offset is final only once its dead letter is acknowledged by the broker, so a
 //! dead-letter topic that cannot be written holds its partition's commits back instead of losing
-//! the message.
+//! the message. Two refusals are not waited out, because they never pass:
+//! - a letter larger than the producer's `message.max.bytes` or the topic's `max.message.bytes`
+//!   is written again with its payload cut (halved until it fits), keeping every header and a
+//!   `dual-indexer.payload.truncated` header, so the origin still points at the whole command;
+//! - an authorisation failure stops the run with a message saying which permission is missing.
 
 use std::time::Duration;
 
@@ -39,6 +44,19 @@ pub mod headers {
     pub const OFFSET: &str = "dual-indexer.source.offset";
     /// Bulk attempts made.
     pub const ATTEMPTS: &str = "dual-indexer.attempts";
+    /// Set on a letter whose payload was cut to fit the broker: the original size in bytes.
+    pub const TRUNCATED: &str = "dual-indexer.payload.truncated";
+}
+
+/// Why a dead letter was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Larger than the producer or the topic accepts.
+    TooLarge(String),
+    /// The broker refuses this client the topic.
+    Unauthorized(String),
+    /// Anything else: worth waiting out (the broker is down, the topic is being created).
+    Other(String),
 }
 
 /// One command on its way to the dead-letter topic.
@@ -60,6 +78,26 @@ pub struct DeadLetter {
     pub es_type: Option<String>,
     /// Bulk attempts made.
     pub attempts: u32,
+    /// The original payload's size, once the payload was cut to fit the broker.
+    pub truncated_from: Option<usize>,
+}
+
+impl DeadLetter {
+    /// Halves the payload (and, once it is empty, drops the key) after the broker refused the
+    /// letter as too large. False when nothing is left to cut.
+    pub fn truncate(&mut self) -> bool {
+        if self.payload.is_empty() && self.key.is_none() {
+            return false;
+        }
+        self.truncated_from.get_or_insert(self.payload.len());
+        if self.payload.is_empty() {
+            self.key = None;
+        } else {
+            let keep = self.payload.len() / 2;
+            self.payload.truncate(keep);
+        }
+        true
+    }
 }
 
 /// A producer bound to one dead-letter topic.
@@ -124,7 +162,7 @@ impl DeadLetterQueue {
     }
 
     /// Writes one entry and waits for the broker's acknowledgement.
-    pub async fn send(&self, letter: &DeadLetter) -> Result<(), String> {
+    pub async fn send(&self, letter: &DeadLetter) -> Result<(), SendError> {
         let partition = letter.partition.to_string();
         let offset = letter.offset.to_string();
         let attempts = letter.attempts.to_string();
@@ -160,6 +198,13 @@ impl DeadLetterQueue {
                 value: Some(es_type.as_str()),
             });
         }
+        let original_size = letter.truncated_from.map(|n| n.to_string());
+        if let Some(size) = &original_size {
+            headers = headers.insert(Header {
+                key: headers::TRUNCATED,
+                value: Some(size.as_str()),
+            });
+        }
         let mut record = FutureRecord::to(&self.topic)
             .payload(&letter.payload)
             .headers(headers);
@@ -170,7 +215,25 @@ impl DeadLetterQueue {
             .send(record, Duration::from_secs(0))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| e.to_string())
+            .map_err(|(e, _)| classify(&e))
+    }
+}
+
+fn classify(error: &rdkafka::error::KafkaError) -> SendError {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let text = error.to_string();
+    match error.rdkafka_error_code() {
+        Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::MessageBatchTooLarge) => {
+            SendError::TooLarge(text)
+        }
+        Some(
+            Code::TopicAuthorizationFailed
+            | Code::ClusterAuthorizationFailed
+            | Code::GroupAuthorizationFailed
+            | Code::TransactionalIdAuthorizationFailed
+            | Code::SaslAuthenticationFailed,
+        ) => SendError::Unauthorized(text),
+        _ => SendError::Other(text),
     }
 }
 
@@ -187,11 +250,35 @@ fn cut(s: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::cut;
+    use super::*;
 
     #[test]
     fn reasons_are_cut_on_a_character_boundary() {
         assert_eq!(cut("abc", 10), "abc");
         assert_eq!(cut("aé", 2), "a");
+    }
+
+    #[test]
+    fn a_letter_is_cut_in_halves_then_loses_its_key_and_remembers_its_size() {
+        let mut letter = DeadLetter {
+            key: Some(b"k".to_vec()),
+            payload: vec![b'x'; 10],
+            partition: 0,
+            offset: 1,
+            class: "decode",
+            reason: String::new(),
+            es_type: None,
+            attempts: 0,
+            truncated_from: None,
+        };
+        let mut sizes = Vec::new();
+        while letter.truncate() {
+            sizes.push((letter.payload.len(), letter.key.is_some()));
+        }
+        assert_eq!(
+            sizes,
+            [(5, true), (2, true), (1, true), (0, true), (0, false)]
+        );
+        assert_eq!(letter.truncated_from, Some(10));
     }
 }

@@ -39,6 +39,33 @@ pub fn write_decoded(out: &mut Vec<u8>, s: &std::borrow::Cow<'_, str>) {
     }
 }
 
+/// Appends a raw JSON value on one line. A bulk body is NDJSON: a producer's pretty-printed value
+/// copied as it is would end its line early and make Elasticsearch refuse the whole request.
+/// JSON strings cannot hold a raw line break, so any `\n` or `\r` is whitespace between tokens;
+/// a value without one (the usual case, found by one scan) is copied as is, and only the rare
+/// multi-line value is rewritten without the whitespace outside its strings.
+pub fn write_single_line(out: &mut Vec<u8>, raw: &str) {
+    let bytes = raw.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    out.reserve(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b' ' | b'\t' | b'\n' | b'\r') => continue,
+            _ => {}
+        }
+        out.push(b);
+    }
+}
+
 /// Appends the decimal text of `n`.
 pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -73,6 +100,27 @@ mod tests {
             write_u64(&mut out, n);
             prop_assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
         }
+    }
+
+    #[test]
+    fn pretty_printed_values_become_one_line_with_their_strings_intact() {
+        let raw = "[\n  \"a b\",\r\n  {\"k\" :\t\"x\\\" \\n y\"}\n]";
+        let mut out = Vec::new();
+        write_single_line(&mut out, raw);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, r#"["a b",{"k":"x\" \n y"}]"#);
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::from_str::<serde_json::Value>(raw).unwrap()
+        );
+    }
+
+    #[test]
+    fn single_line_values_are_copied_unchanged() {
+        let mut out = Vec::new();
+        write_single_line(&mut out, r#"{ "a" : [1, 2] }"#);
+        assert_eq!(out, br#"{ "a" : [1, 2] }"#);
     }
 
     #[test]

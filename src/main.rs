@@ -16,6 +16,7 @@ use dual_indexer::pipeline::{Ending, Pipeline, RunSettings};
 use dual_indexer::sink::BulkSink;
 use dual_indexer::source::{group, topics};
 use dual_indexer::status::{self, StatusBoard};
+use dual_indexer::transform::VersionSource;
 use dual_indexer::{es, generate, lag, telemetry};
 use std::sync::Arc;
 
@@ -188,6 +189,22 @@ async fn start_replay(
     if args.create_index && es::ensure_index(&client, &args.index, args.schema.template()).await? {
         tracing::info!(index = %args.index, schema = %args.schema, "created the index from its template in schemas/");
     }
+    let mut settings = settings.clone();
+    if settings.version_source == VersionSource::Offset {
+        let (config, topic) = (kafka.clone(), settings.topic.clone());
+        let partitions =
+            tokio::task::spawn_blocking(move || topics::partition_count(&config, &topic)).await??;
+        settings.partitions_recorded = Some(
+            dual_indexer::sink::layout::check_partitions(
+                &client,
+                &args.index,
+                &settings.topic,
+                partitions,
+            )
+            .await?,
+        );
+    }
+    check_gc_deletes(&client, args, &args.retry_policy()).await;
     if let Err(e) = topics::ensure_topic(&kafka, &settings.dlq_topic, 1).await {
         tracing::warn!(topic = %settings.dlq_topic, error = %e, "could not create the dead-letter topic; relying on the broker to create it");
     }
@@ -212,8 +229,56 @@ async fn start_replay(
         args.lag.interval(),
         Arc::clone(&board),
     ));
-    let pipeline = Pipeline::new(&kafka, sink, settings.clone(), board)?;
+    let pipeline = Pipeline::new(&kafka, sink, settings, board)?;
     Ok((pipeline, client, lag_status))
+}
+
+/// Sets `index.gc_deletes` when `--set-gc-deletes` asks, and says when the tombstone lifetime is
+/// shorter than the longest a write may be retried: a delete's tombstone must outlive every
+/// older write of the same document that can still arrive (a retry, a redriven dead letter), or
+/// that write brings the deleted document back.
+async fn check_gc_deletes(
+    client: &elasticsearch::Elasticsearch,
+    args: &RunArgs,
+    policy: &dual_indexer::sink::RetryPolicy,
+) {
+    if args.set_gc_deletes != "keep" {
+        match index::put_settings(
+            client,
+            &args.index,
+            &serde_json::json!({"gc_deletes": args.set_gc_deletes}),
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(index = %args.index, gc_deletes = %args.set_gc_deletes, "set index.gc_deletes")
+            }
+            Err(e) => {
+                tracing::warn!(index = %args.index, error = %e, "could not set index.gc_deletes")
+            }
+        }
+    }
+    let current = match index::gc_deletes(client, &args.index).await {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::warn!(index = %args.index, error = %e, "could not read index.gc_deletes");
+            return;
+        }
+    };
+    let lifetime = current
+        .as_deref()
+        .and_then(index::parse_time_value)
+        .unwrap_or(index::DEFAULT_GC_DELETES);
+    let needed = policy.item_retry_for + Duration::from_secs(args.request_timeout_secs);
+    if lifetime < needed {
+        tracing::warn!(
+            index = %args.index,
+            gc_deletes = current.as_deref().unwrap_or("60s (default)"),
+            needed_secs = needed.as_secs(),
+            "index.gc_deletes is shorter than a write may be retried (--item-retry-secs plus --request-timeout-secs): a delete's tombstone could expire before an older write of the same document arrives. Writes this indexer retries are dropped once a newer one of the same document is applied, but a redriven dead letter or another writer is not; run with --set-gc-deletes {}s or longer",
+            needed.as_secs()
+        );
+    }
 }
 
 /// Keeps the status board's view of the target index's bulk-load settings fresh, and says once

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::dlq::{DeadLetter, DeadLetterQueue};
+use crate::dlq::{DeadLetter, DeadLetterQueue, SendError};
 use crate::lag::rule::Status;
 use crate::sink::retry::backoff;
 use crate::sink::{Batch, BulkSink, Fatal, ItemOutcome, OpKind, Provenance};
@@ -67,6 +67,10 @@ pub struct RunSettings {
     pub drain_timeout: Duration,
     /// How often a progress line is logged.
     pub progress_interval: Duration,
+    /// With offset versions, the topic's partition count the target index was built from: a
+    /// message from a partition at or past it means partitions were added, and offsets no
+    /// longer order a document's commands.
+    pub partitions_recorded: Option<i32>,
 }
 
 /// What a run did, for the final summary.
@@ -96,8 +100,19 @@ pub enum Ending {
 }
 
 enum Done {
-    Bulk(Result<Vec<(Ticket, ItemOutcome)>, Fatal>),
-    DeadLettered { ticket: Ticket, class: &'static str },
+    Bulk {
+        result: Result<Vec<(Ticket, ItemOutcome)>, Fatal>,
+        /// The memory the batch held, now freed.
+        bytes: usize,
+    },
+    DeadLettered {
+        ticket: Ticket,
+        class: &'static str,
+    },
+    /// A dead letter no longer needed: its partition was revoked before it could be written.
+    Dropped,
+    /// The dead-letter topic refuses this indexer for good (authorisation).
+    DeadLetterFatal(String),
 }
 
 enum Event<'a> {
@@ -147,6 +162,27 @@ pub const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(5);
 /// `Pipeline::commit_if_idle`); the regular commits keep `--commit-interval-ms`.
 const IDLE_COMMIT_GAP: Duration = Duration::from_millis(200);
 
+/// How full the loop's budget is: messages received but not final, and the bytes of the batches
+/// that hold them (open, queued and in flight). A revoke drops messages from the count while
+/// their batches may still hold memory, so both are bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Load {
+    pending: usize,
+    max_pending: usize,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Load {
+    fn full(&self) -> bool {
+        self.pending >= self.max_pending || self.bytes >= self.max_bytes
+    }
+
+    fn below_half(&self) -> bool {
+        self.pending <= self.max_pending / 2 && self.bytes <= self.max_bytes / 2
+    }
+}
+
 /// How the loop reads under backpressure (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -159,20 +195,14 @@ enum Flow {
 }
 
 impl Flow {
-    /// The state after this one, with `pending` messages unfinished against a budget of `max`:
-    /// hold when the budget is full, pause once the hold runs out, read on below half.
-    fn next(
-        self,
-        pending: usize,
-        max: usize,
-        now: tokio::time::Instant,
-        hold_limit: Duration,
-    ) -> Flow {
+    /// The state after this one under `load`: hold when the budget is full, pause once the hold
+    /// runs out, read on below half.
+    fn next(self, load: Load, now: tokio::time::Instant, hold_limit: Duration) -> Flow {
         match self {
-            Flow::Reading if pending >= max => Flow::Holding {
+            Flow::Reading if load.full() => Flow::Holding {
                 until: now + hold_limit,
             },
-            Flow::Holding { .. } | Flow::Paused if pending <= max / 2 => Flow::Reading,
+            Flow::Holding { .. } | Flow::Paused if load.below_half() => Flow::Reading,
             Flow::Holding { until } if now >= until => Flow::Paused,
             unchanged => unchanged,
         }
@@ -200,6 +230,9 @@ pub struct Pipeline {
     /// How long a hold may last: [`HOLD_BEFORE_PAUSE`], or half of `max.poll.interval.ms`.
     hold_limit: Duration,
     max_pending: usize,
+    /// The bytes of the batches sealed but not yet finished (queued or in flight).
+    sealed_bytes: usize,
+    max_bytes: usize,
     board: Arc<StatusBoard>,
     summary: Summary,
     metrics: HashMap<i32, PartitionMetrics>,
@@ -228,6 +261,11 @@ impl Pipeline {
         }
         let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
         let max_pending = settings.batch_max_docs * (settings.max_in_flight + 2);
+        let max_bytes = settings.batch_max_bytes * (settings.max_in_flight + 2);
+        let sink = {
+            let tracker = Arc::clone(&tracker);
+            sink.with_wanted(Arc::new(move |ticket| lock(&tracker).is_current(ticket)))
+        };
         let hold_limit = consumer_config
             .get("max.poll.interval.ms")
             .and_then(|ms| ms.parse::<u64>().ok())
@@ -253,6 +291,8 @@ impl Pipeline {
             last_commit: None,
             hold_limit,
             max_pending,
+            sealed_bytes: 0,
+            max_bytes,
             board,
             summary: Summary::default(),
             metrics: HashMap::new(),
@@ -310,6 +350,7 @@ impl Pipeline {
                 Event::Commit => {
                     self.commit(CommitMode::Async);
                     self.board.pipeline_tick(self.counters());
+                    self.board.holding(self.sink.holding());
                 }
                 Event::LagStatus(Ok(())) => {
                     let caught_up = until_caught_up
@@ -328,7 +369,11 @@ impl Pipeline {
                 Event::Progress => self.log_progress(),
                 // `apply_backpressure` below turns the expired hold into a pause.
                 Event::HoldExpired => {}
-                Event::Message(Ok(message)) => self.on_message(&message),
+                Event::Message(Ok(message)) => {
+                    if let Err(e) = self.on_message(&message) {
+                        break Err(e);
+                    }
+                }
                 Event::Message(Err(e)) => {
                     metrics::counter!("kafka.errors").increment(1);
                     tracing::warn!(error = %e, "Kafka consumer error");
@@ -355,11 +400,23 @@ impl Pipeline {
         Ok((ending, summary))
     }
 
-    fn on_message(&mut self, message: &BorrowedMessage<'_>) {
+    fn on_message(&mut self, message: &BorrowedMessage<'_>) -> anyhow::Result<()> {
         let partition = message.partition();
         let offset = message.offset();
+        if let Some(count) = self.settings.partitions_recorded {
+            if partition >= count {
+                anyhow::bail!(
+                    "{}",
+                    crate::sink::layout::partition_change_error(
+                        &self.settings.topic,
+                        count,
+                        partition + 1
+                    )
+                );
+            }
+        }
         let Some(ticket) = lock(&self.tracker).track(partition, offset) else {
-            return;
+            return Ok(());
         };
         self.summary.consumed += 1;
         self.partition_metrics(partition).consumed.increment(1);
@@ -405,10 +462,12 @@ impl Pipeline {
                     reason: rejection.to_string(),
                     es_type: None,
                     attempts: 0,
+                    truncated_from: None,
                 },
                 ticket,
             ),
         }
+        Ok(())
     }
 
     fn partition_metrics(&mut self, partition: i32) -> &PartitionMetrics {
@@ -423,6 +482,7 @@ impl Pipeline {
         self.batch_deadline = None;
         if !self.batch.is_empty() {
             let capacity = self.settings.batch_max_bytes.min(16 << 20);
+            self.sealed_bytes += self.batch.held_bytes();
             self.ready.push_back(std::mem::replace(
                 &mut self.batch,
                 Batch::with_capacity(capacity, self.settings.batch_max_docs),
@@ -444,22 +504,49 @@ impl Pipeline {
             // the partition offset ranges it holds.
             self.batches_sent += 1;
             let span = tracing::info_span!("bulk", batch = self.batches_sent, docs = batch.len(), origins = %batch.origins());
-            self.tasks
-                .spawn(async move { Done::Bulk(sink.deliver(batch).await) }.instrument(span));
+            let bytes = batch.held_bytes();
+            self.tasks.spawn(
+                async move {
+                    Done::Bulk {
+                        result: sink.deliver(batch).await,
+                        bytes,
+                    }
+                }
+                .instrument(span),
+            );
             self.bulk_in_flight += 1;
         }
         metrics::gauge!("bulk.in_flight").set(self.bulk_in_flight as f64);
     }
 
     /// Writes a dead letter, retrying until the broker takes it: its offset is not final before.
-    fn dead_letter(&mut self, letter: DeadLetter, ticket: Ticket) {
+    /// A letter too large for the broker is cut down (see `dlq`), and one that stopped being
+    /// needed (its partition was revoked) is given up.
+    fn dead_letter(&mut self, mut letter: DeadLetter, ticket: Ticket) {
         let dlq = self.dlq.clone();
+        let tracker = Arc::clone(&self.tracker);
         self.tasks.spawn(async move {
             let mut failures = 0u32;
             loop {
                 match dlq.send(&letter).await {
                     Ok(()) => return Done::DeadLettered { ticket, class: letter.class },
-                    Err(e) => {
+                    Err(SendError::TooLarge(e)) if letter.truncate() => {
+                        metrics::counter!("dlq.truncated").increment(1);
+                        tracing::warn!(
+                            dlq_topic = dlq.topic(), partition = letter.partition, offset = letter.offset, error = %e,
+                            payload_bytes = letter.payload.len(),
+                            "the dead letter is too large for the broker; writing it with a truncated payload and a `{}` header",
+                            crate::dlq::headers::TRUNCATED
+                        );
+                        continue;
+                    }
+                    Err(SendError::Unauthorized(e)) => {
+                        return Done::DeadLetterFatal(format!(
+                            "the broker refuses this indexer's writes to the dead-letter topic `{}`: {e}. Grant it Write (and Describe) on that topic, or name another with --dlq-topic",
+                            dlq.topic()
+                        ))
+                    }
+                    Err(SendError::TooLarge(e) | SendError::Other(e)) => {
                         metrics::counter!("dlq.write_failures").increment(1);
                         tracing::error!(
                             dlq_topic = dlq.topic(), partition = letter.partition, offset = letter.offset, error = %e,
@@ -468,16 +555,38 @@ impl Pipeline {
                         );
                         tokio::time::sleep(backoff(failures, Duration::from_millis(500), Duration::from_secs(30), 1.0)).await;
                         failures = failures.saturating_add(1);
+                        if !lock(&tracker).is_current(ticket) {
+                            return Done::Dropped;
+                        }
                     }
                 }
             }
         });
     }
 
+    /// Drops the queued and open writes of partitions no longer assigned (revoked, or
+    /// rewound): their next owner applies them, and sending them late could land them after
+    /// newer writes of the same documents.
+    fn drop_revoked(&mut self) {
+        let tracker = lock(&self.tracker);
+        let mut dropped = self.batch.retain(|item| tracker.is_current(item.ticket));
+        for batch in self.ready.iter_mut() {
+            let before = batch.held_bytes();
+            dropped += batch.retain(|item| tracker.is_current(item.ticket));
+            self.sealed_bytes -= before - batch.held_bytes();
+        }
+        drop(tracker);
+        self.ready.retain(|batch| !batch.is_empty());
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped the queued writes of revoked partitions");
+        }
+    }
+
     fn on_finished(&mut self, done: Result<Done, tokio::task::JoinError>) -> anyhow::Result<()> {
         match done.map_err(|e| anyhow::anyhow!("an internal task failed: {e}"))? {
-            Done::Bulk(result) => {
+            Done::Bulk { result, bytes } => {
                 self.bulk_in_flight -= 1;
+                self.sealed_bytes -= bytes;
                 for (ticket, outcome) in result? {
                     self.on_outcome(ticket, outcome);
                 }
@@ -489,6 +598,8 @@ impl Pipeline {
                 }
                 metrics::counter!("messages.dead_lettered", "class" => class).increment(1);
             }
+            Done::Dropped => {}
+            Done::DeadLetterFatal(reason) => anyhow::bail!("{reason}"),
         }
         Ok(())
     }
@@ -534,6 +645,7 @@ impl Pipeline {
                         reason,
                         es_type,
                         attempts,
+                        truncated_from: None,
                     },
                     ticket,
                 );
@@ -548,12 +660,20 @@ impl Pipeline {
         // state is applied to the whole assignment explicitly, paused or not. (Assuming "a new
         // assignment starts unpaused" stalled a member for good in the rebalance-storm test.)
         let rebalanced = self.rebalanced.swap(false, Ordering::SeqCst);
+        if rebalanced {
+            self.drop_revoked();
+        }
         let pending = lock(&self.tracker).pending();
+        let load = Load {
+            pending,
+            max_pending: self.max_pending,
+            bytes: self.sealed_bytes + self.batch.held_bytes(),
+            max_bytes: self.max_bytes,
+        };
         metrics::gauge!("pipeline.pending").set(pending as f64);
+        metrics::gauge!("pipeline.held_bytes").set(load.bytes as f64);
         let now = tokio::time::Instant::now();
-        let wanted = self
-            .flow
-            .next(pending, self.max_pending, now, self.hold_limit);
+        let wanted = self.flow.next(load, now, self.hold_limit);
         let (was_paused, pause) = (self.flow == Flow::Paused, wanted == Flow::Paused);
         if pause == was_paused && !rebalanced {
             return self.set_flow(wanted, pending);
@@ -616,12 +736,16 @@ impl Pipeline {
         }
     }
 
+    /// Hands the final offsets to the consumer. An asynchronous commit's result reaches the
+    /// tracker through the consumer's commit callback; a synchronous one's is recorded here.
     fn commit(&mut self, mode: CommitMode) {
-        let commits = lock(&self.tracker).take_commits();
-        let commits = if matches!(mode, CommitMode::Sync) {
-            self.all_commit_points().unwrap_or(commits)
-        } else {
-            commits
+        let commits = {
+            let mut tracker = lock(&self.tracker);
+            let offered = tracker.take_commits();
+            match mode {
+                CommitMode::Sync => tracker.commit_points(),
+                CommitMode::Async => offered,
+            }
         };
         if commits.is_empty() {
             return;
@@ -636,7 +760,14 @@ impl Pipeline {
                 continue;
             }
         }
-        match self.consumer.commit(&list, mode) {
+        let result = self.consumer.commit(&list, mode);
+        if matches!(mode, CommitMode::Sync) {
+            let mut tracker = lock(&self.tracker);
+            for (partition, offset) in &commits {
+                tracker.commit_result(*partition, *offset, result.is_ok());
+            }
+        }
+        match result {
             Ok(()) => {
                 for (partition, offset) in commits {
                     self.partition_metrics(partition)
@@ -645,18 +776,13 @@ impl Pipeline {
                 }
             }
             Err(e) => {
+                for (partition, offset) in &commits {
+                    lock(&self.tracker).commit_result(*partition, *offset, false);
+                }
                 metrics::counter!("offsets.commit_failures").increment(1);
                 tracing::warn!(error = %e, "offset commit failed; the next commit carries the same offsets");
             }
         }
-    }
-
-    fn all_commit_points(&self) -> Option<Vec<(i32, i64)>> {
-        let points: Vec<(i32, i64)> = lock(&self.tracker)
-            .committed()
-            .filter_map(|(p, c)| c.map(|c| (p, c)))
-            .collect();
-        (!points.is_empty()).then_some(points)
     }
 
     fn counters(&self) -> serde_json::Value {
@@ -732,32 +858,62 @@ mod tests {
     use super::*;
 
     const MAX: usize = 6_000;
+    const MAX_BYTES: usize = 30 << 20;
     const HOLD: Duration = Duration::from_secs(5);
+
+    fn load(pending: usize, bytes: usize) -> Load {
+        Load {
+            pending,
+            max_pending: MAX,
+            bytes,
+            max_bytes: MAX_BYTES,
+        }
+    }
 
     #[test]
     fn a_full_budget_holds_first_and_reads_on_below_half_without_pausing() {
         let now = tokio::time::Instant::now();
-        assert_eq!(Flow::Reading.next(MAX - 1, MAX, now, HOLD), Flow::Reading);
-        let held = Flow::Reading.next(MAX, MAX, now, HOLD);
+        assert_eq!(
+            Flow::Reading.next(load(MAX - 1, 0), now, HOLD),
+            Flow::Reading
+        );
+        let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
         assert_eq!(held, Flow::Holding { until: now + HOLD });
         let later = now + HOLD / 2;
-        assert_eq!(held.next(MAX / 2 + 1, MAX, later, HOLD), held);
-        assert_eq!(held.next(MAX / 2, MAX, later, HOLD), Flow::Reading);
+        assert_eq!(held.next(load(MAX / 2 + 1, 0), later, HOLD), held);
+        assert_eq!(held.next(load(MAX / 2, 0), later, HOLD), Flow::Reading);
     }
 
     #[test]
     fn a_hold_that_runs_out_pauses_and_a_pause_lifts_below_half() {
         let now = tokio::time::Instant::now();
-        let held = Flow::Reading.next(MAX, MAX, now, HOLD);
-        assert_eq!(held.next(MAX, MAX, now + HOLD, HOLD), Flow::Paused);
-        assert_eq!(Flow::Paused.next(MAX / 2 + 1, MAX, now, HOLD), Flow::Paused);
-        assert_eq!(Flow::Paused.next(MAX / 2, MAX, now, HOLD), Flow::Reading);
+        let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
+        assert_eq!(held.next(load(MAX, 0), now + HOLD, HOLD), Flow::Paused);
+        assert_eq!(
+            Flow::Paused.next(load(MAX / 2 + 1, 0), now, HOLD),
+            Flow::Paused
+        );
+        assert_eq!(
+            Flow::Paused.next(load(MAX / 2, 0), now, HOLD),
+            Flow::Reading
+        );
     }
 
     #[test]
     fn the_budget_freed_at_the_moment_the_hold_runs_out_reads_on_rather_than_pauses() {
         let now = tokio::time::Instant::now();
-        let held = Flow::Reading.next(MAX, MAX, now, HOLD);
-        assert_eq!(held.next(0, MAX, now + HOLD, HOLD), Flow::Reading);
+        let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
+        assert_eq!(held.next(load(0, 0), now + HOLD, HOLD), Flow::Reading);
+    }
+
+    #[test]
+    fn memory_held_by_batches_bounds_reading_even_when_few_messages_count_as_pending() {
+        // After a revoke, the tracker no longer counts the revoked messages, but their batches
+        // may still hold memory: the bytes alone must hold the loop, and keep it held.
+        let now = tokio::time::Instant::now();
+        let held = Flow::Reading.next(load(0, MAX_BYTES), now, HOLD);
+        assert_eq!(held, Flow::Holding { until: now + HOLD });
+        assert_eq!(held.next(load(0, MAX_BYTES / 2 + 1), now, HOLD), held);
+        assert_eq!(held.next(load(0, MAX_BYTES / 2), now, HOLD), Flow::Reading);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! - `/healthz` is 200 while the replay loop and the lag monitor both ticked recently; a stuck
 //!   loop turns it 503, which is what a liveness probe should restart.
-//! - `/readyz` is 200 only while the lag status is CAUGHT_UP: a readiness probe, and the gate a
-//!   cutover script can poll.
+//! - `/readyz` is 200 only while the lag status is CAUGHT_UP and no write is held by a condition
+//!   of the cluster (a write block, a closed index, an overload): a readiness probe, and the gate
+//!   a cutover script can poll. While writes are held it says why in `holding`.
 //! - `/status` is the latest lag report as JSON, plus the replay's counters and the target
 //!   index's bulk-load settings.
 //!
@@ -36,6 +37,7 @@ struct Board {
     report: Option<LagReport>,
     counters: serde_json::Value,
     index: serde_json::Value,
+    holding: Option<String>,
 }
 
 impl StatusBoard {
@@ -59,6 +61,11 @@ impl StatusBoard {
         }
     }
 
+    /// Why the sink holds writes now (a condition of the cluster), if it does.
+    pub fn holding(&self, reason: Option<String>) {
+        self.lock().holding = reason;
+    }
+
     /// The target index's bulk-load settings, as last read.
     pub fn index_settings(&self, settings: serde_json::Value) {
         self.lock().index = settings;
@@ -71,14 +78,16 @@ impl StatusBoard {
         fresh(b.pipeline_tick) && fresh(b.monitor_tick)
     }
 
-    /// Whether the latest lag status is CAUGHT_UP.
+    /// Whether the latest lag status is CAUGHT_UP and no write is held.
     pub fn ready(&self) -> bool {
-        self.lock().report.as_ref().and_then(LagReport::status) == Some(Status::CaughtUp)
+        let b = self.lock();
+        b.holding.is_none()
+            && b.report.as_ref().and_then(LagReport::status) == Some(Status::CaughtUp)
     }
 
     fn status_json(&self) -> serde_json::Value {
         let b = self.lock();
-        json!({"lag": b.report, "replay": b.counters, "index": b.index})
+        json!({"lag": b.report, "replay": b.counters, "index": b.index, "holding": b.holding})
     }
 }
 
@@ -138,9 +147,11 @@ fn respond(request_line: &str, board: &StatusBoard) -> (&'static str, String) {
         }
         "/readyz" => {
             let ready = board.ready();
+            let holding = board.lock().holding.clone();
             (
                 ok(ready),
-                json!({"ready": ready, "requires": "CAUGHT_UP"}).to_string(),
+                json!({"ready": ready, "requires": "CAUGHT_UP and no write held", "holding": holding})
+                    .to_string(),
             )
         }
         "/status" => ("200 OK", board.status_json().to_string()),

@@ -428,7 +428,7 @@ async fn prepare_target(
     changed.index = Some(target.to_owned());
     if let Some(gc_deletes) = &settings.gc_deletes {
         if !changed.gc_deletes_raised {
-            changed.gc_deletes_before = read_gc_deletes(client, target).await?;
+            changed.gc_deletes_before = index::gc_deletes(client, target).await?;
             changed.gc_deletes_raised = true;
             checkpoint.write(&settings.checkpoint)?;
         }
@@ -460,20 +460,6 @@ async fn prepare_target(
         }
     }
     Ok(())
-}
-
-async fn read_gc_deletes(client: &Elasticsearch, index: &str) -> anyhow::Result<Option<String>> {
-    let reply = es::request_ok(
-        client,
-        Method::Get,
-        &format!("/{index}/_settings?flat_settings=true"),
-        None,
-        &format!("reading the settings of `{index}`"),
-    )
-    .await?;
-    Ok(reply[index]["settings"]["index.gc_deletes"]
-        .as_str()
-        .map(str::to_owned))
 }
 
 /// Puts back what [`prepare_target`] changed, and records that it did.
@@ -741,6 +727,8 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
             match outcome {
                 ItemOutcome::Applied(_) => tally.written += 1,
                 ItemOutcome::AlreadyApplied => tally.kept_newer += 1,
+                // Backfill's sink has no notion of revocation: it never drops an item.
+                ItemOutcome::Revoked => {}
                 ItemOutcome::DeadLetter {
                     class,
                     reason,

@@ -4,6 +4,8 @@
 //! bulk-load settings records the settings to return to in its mapping's `_meta`, so whoever
 //! restores them (`index restore`, or `cutover` on its way) restores what was meant, not a guess.
 
+use std::time::Duration;
+
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde::Serialize;
@@ -260,9 +262,61 @@ pub async fn put_settings(
     Ok(())
 }
 
+/// `index.gc_deletes` of `index` (or of the index behind an alias) when it is set; `None` means
+/// Elasticsearch's default of 60 s.
+pub async fn gc_deletes(client: &Elasticsearch, index: &str) -> anyhow::Result<Option<String>> {
+    let reply = es::request_ok(
+        client,
+        Method::Get,
+        &format!("/{index}/_settings?flat_settings=true"),
+        None,
+        &format!("reading the settings of `{index}`"),
+    )
+    .await?;
+    Ok(reply
+        .as_object()
+        .and_then(|indices| indices.values().next())
+        .and_then(|i| i["settings"]["index.gc_deletes"].as_str())
+        .map(str::to_owned))
+}
+
+/// Elasticsearch's default `index.gc_deletes`.
+pub const DEFAULT_GC_DELETES: Duration = Duration::from_secs(60);
+
+/// Reads an Elasticsearch time value (`500ms`, `60s`, `5m`, `12h`, `2d`; a bare number is
+/// milliseconds).
+pub fn parse_time_value(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(millis)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_values_read_as_elasticsearch_writes_them() {
+        assert_eq!(parse_time_value("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_time_value("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_time_value("12h"), Some(Duration::from_secs(43_200)));
+        assert_eq!(parse_time_value("2d"), Some(Duration::from_secs(172_800)));
+        assert_eq!(parse_time_value("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_time_value("1.5h"), None);
+        assert_eq!(parse_time_value("soon"), None);
+    }
 
     #[test]
     fn generations_count_up_from_the_newest() {

@@ -53,6 +53,15 @@ pub struct BatchItem {
     pub attempts: u32,
     /// The offset-tracker ticket of the message behind the item.
     pub ticket: Ticket,
+    /// The external version written.
+    pub version: u64,
+    /// When this item's bounded retries (5xx) started, if they have.
+    pub retrying_since: Option<std::time::Instant>,
+    /// Whether the sink watches for a newer write of this document while this one waits to be
+    /// retried (see `service::Waiting`).
+    pub watched: bool,
+    /// Byte range of the quoted `_id` within this item's lines.
+    id: Range<usize>,
     key: Option<Range<usize>>,
     payload: Range<usize>,
 }
@@ -98,7 +107,9 @@ impl Batch {
             OpKind::Index => b"{\"index\":{\"_id\":",
             OpKind::Delete => b"{\"delete\":{\"_id\":",
         });
+        let id_start = self.body.len() - start;
         write_str(&mut self.body, &write.id);
+        let id = id_start..self.body.len() - start;
         self.body.extend_from_slice(b",\"version\":");
         write_u64(&mut self.body, write.version);
         self.body
@@ -114,6 +125,10 @@ impl Batch {
             lines: start..self.body.len(),
             attempts: 0,
             ticket: provenance.ticket,
+            version: write.version,
+            retrying_since: None,
+            watched: false,
+            id,
             key,
             payload,
         });
@@ -150,24 +165,31 @@ impl Batch {
             .join(" ")
     }
 
-    /// The document id of `item`, read back from its action line (for error messages only, so
-    /// that items need not carry a copy of it).
+    /// The `_id` of `item` as it stands in the body: a quoted, escaped JSON string. One id always
+    /// encodes to the same bytes, so this serves as a key.
+    pub fn quoted_id<'b>(&'b self, item: &BatchItem) -> &'b [u8] {
+        &self.body[item.lines.start + item.id.start..item.lines.start + item.id.end]
+    }
+
+    /// The document id of `item`, for messages.
     pub fn document_id(&self, item: &BatchItem) -> String {
-        let action = self.body[item.lines.clone()]
-            .split(|b| *b == b'\n')
-            .next()
-            .unwrap_or_default();
-        serde_json::from_slice::<serde_json::Value>(action)
-            .ok()
-            .and_then(|v| {
-                v.as_object()?
-                    .values()
-                    .next()?
-                    .get("_id")?
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| "?".to_owned())
+        serde_json::from_slice::<String>(self.quoted_id(item)).unwrap_or_else(|_| "?".to_owned())
+    }
+
+    /// Drops the items `keep` refuses, returning how many were dropped. The body is rebuilt
+    /// only when something was dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(&BatchItem) -> bool) -> usize {
+        let kept: Vec<BatchItem> = self.items.iter().filter(|i| keep(i)).cloned().collect();
+        let dropped = self.items.len() - kept.len();
+        if dropped > 0 {
+            *self = self.subset(kept);
+        }
+        dropped
+    }
+
+    /// The memory this batch holds: its body and the original messages kept for dead letters.
+    pub fn held_bytes(&self) -> usize {
+        self.body.len() + self.originals.len()
     }
 
     /// A new batch holding only `items`, whose ranges point into `self.body`.
@@ -254,6 +276,34 @@ mod tests {
         }
         assert_eq!(batch.origins(), "0:5-6 2:7-9");
         assert_eq!(Batch::default().origins(), "");
+    }
+
+    #[test]
+    fn retain_drops_the_refused_items_and_their_lines() {
+        let mut batch = Batch::default();
+        for (i, partition) in [0, 1, 0].into_iter().enumerate() {
+            let mut p = provenance(i as i64);
+            p.ticket.partition = partition;
+            batch.push(
+                Write {
+                    id: format!("d{i}").into(),
+                    version: i as u64,
+                    op: Op::Delete,
+                },
+                p,
+            );
+        }
+        assert_eq!(batch.retain(|item| item.ticket.partition == 0), 1);
+        assert_eq!(
+            String::from_utf8(batch.body.clone()).unwrap(),
+            concat!(
+                "{\"delete\":{\"_id\":\"d0\",\"version\":0,\"version_type\":\"external\"}}\n",
+                "{\"delete\":{\"_id\":\"d2\",\"version\":2,\"version_type\":\"external\"}}\n",
+            )
+        );
+        assert_eq!(batch.document_id(&batch.items[1]), "d2");
+        assert_eq!(batch.quoted_id(&batch.items[1]), b"\"d2\"");
+        assert_eq!(batch.retain(|_| true), 0);
     }
 
     #[test]

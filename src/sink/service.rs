@@ -1,12 +1,20 @@
 //! Sending one batch until every item in it has a final outcome.
 //!
-//! [`BulkSink::deliver`] owns a batch for its whole life. Whole-request failures (no response,
-//! 408, 429, 5xx) are retried with backoff for as long as it takes: an outage must end in the same
-//! documents as a clean run, so it holds the batch, which in turn holds back the offset commits
-//! and, through the pipeline's budget, pauses consumption. Item-level retries are bounded by
-//! [`RetryPolicy::max_attempts`], after which the item is dead-lettered with its last error.
+//! [`BulkSink::deliver`] owns a batch for its whole life and follows the decision table in
+//! [`super::retry`]. What it shares between the deliveries in flight:
+//! - the **hold**: while the cluster refuses writes for a reason of its own (a block, a closed
+//!   index, an overload, no answer), the reason and since when, for `/readyz`, the
+//!   `sink.holding` gauge and a loud log line once a minute;
+//! - the **waiting documents**: a write waiting to be retried must never land after a newer
+//!   write of the same document, or it would bring back a deleted document once the delete's
+//!   tombstone expired (`index.gc_deletes`). While one waits, every applied write of the same
+//!   `_id` is noted, and a waiting write that a newer one overtook is dropped as already applied;
+//! - the count of lone documents refused in a row by a whole-request 400.
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -15,14 +23,26 @@ use elasticsearch::Elasticsearch;
 use serde::Deserialize;
 
 use super::request::{Batch, BatchItem, OpKind, Original};
-use super::retry::{backoff, classify_item, classify_request, ItemDecision, RequestDecision};
+use super::retry::{
+    backoff, classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
+};
 use crate::source::offsets::Ticket;
+
+/// Requests of one batch that got no answer within the timeout, in a row, after which the batch
+/// is sent in halves: a body that is always too slow to index would otherwise be resent forever.
+const SPLIT_AFTER_TIMEOUTS: u32 = 2;
+
+/// How often a hold that goes on is logged again.
+const HOLD_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// How retries are paced and bounded.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Attempts per item (first send included) before a retryable item is dead-lettered.
+    /// Attempts per page read (backfill); bulk writes are bounded by time, not attempts.
     pub max_attempts: u32,
+    /// How long one document's write may keep failing with a 5xx before it is dead-lettered.
+    /// Cluster conditions (blocks, overload, no answer) are retried without limit instead.
+    pub item_retry_for: Duration,
     /// Backoff before the first retry.
     pub base: Duration,
     /// Ceiling of one backoff.
@@ -33,6 +53,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 10,
+            item_retry_for: Duration::from_secs(600),
             base: Duration::from_millis(100),
             max: Duration::from_secs(10),
         }
@@ -44,11 +65,13 @@ impl Default for RetryPolicy {
 pub enum ItemOutcome {
     /// Indexed or deleted.
     Applied(OpKind),
-    /// A newer or equal version was already there (409).
+    /// A newer or equal version was already there (409), or a newer write of the document was
+    /// applied while this one waited for its retry.
     AlreadyApplied,
     /// Refused for good; goes to the dead-letter topic.
     DeadLetter {
-        /// `mapping` for a 4xx refusal, `retries_exhausted` after the retry bound.
+        /// `mapping` for a 4xx refusal, `request_refused` for a document that alone makes
+        /// Elasticsearch refuse a whole request, `retries_exhausted` after the retry bound.
         class: &'static str,
         /// Elasticsearch's error type and reason, or the transport error.
         reason: String,
@@ -59,12 +82,17 @@ pub enum ItemOutcome {
         /// The message, byte for byte.
         original: Original,
     },
+    /// Not sent again: its partition was revoked, and the partition's next owner applies it.
+    Revoked,
 }
 
 /// An error that retrying cannot fix: the pipeline stops and commits nothing past it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct Fatal(pub String);
+
+/// Which of a batch's items are still wanted (the pipeline's: is its partition still assigned).
+pub type Wanted = Arc<dyn Fn(Ticket) -> bool + Send + Sync>;
 
 /// Sends batches to one index of one cluster.
 #[derive(Clone)]
@@ -74,14 +102,126 @@ pub struct BulkSink {
     index: String,
     policy: RetryPolicy,
     timeout: Duration,
+    shared: Arc<Shared>,
+    wanted: Option<Wanted>,
+}
+
+#[derive(Default)]
+struct Shared {
+    hold: Hold,
+    waiting: Waiting,
+    lone_refusals: AtomicU32,
+}
+
+/// Why writes are held, and since when.
+#[derive(Default)]
+struct Hold(Mutex<HoldState>);
+
+#[derive(Default)]
+struct HoldState {
+    reason: Option<String>,
+    since: Option<Instant>,
+    logged: Option<Instant>,
+}
+
+impl Hold {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, index: &str, reason: &str) {
+        let mut state = self.lock();
+        let since = *state.since.get_or_insert_with(Instant::now);
+        if state.reason.is_none() {
+            metrics::gauge!("sink.holding").set(1.0);
+        }
+        state.reason = Some(reason.to_owned());
+        if state.logged.is_none_or(|at| at.elapsed() >= HOLD_LOG_EVERY) {
+            state.logged = Some(Instant::now());
+            tracing::warn!(
+                %index, held_secs = since.elapsed().as_secs(), %reason,
+                "Elasticsearch refuses writes for a reason of the cluster, not of the documents; holding them (nothing is dead-lettered or committed past them) and retrying until it accepts them"
+            );
+        }
+    }
+
+    fn lift(&self, index: &str) {
+        let mut state = self.lock();
+        if state.reason.take().is_some() {
+            metrics::gauge!("sink.holding").set(0.0);
+            let since = state.since.take().map_or(0, |s| s.elapsed().as_secs());
+            if state.logged.is_some_and(|at| at.elapsed() < HOLD_LOG_EVERY) {
+                tracing::info!(%index, held_secs = since, "Elasticsearch accepts writes again");
+            }
+        }
+    }
+
+    fn reason(&self) -> Option<String> {
+        let state = self.lock();
+        let since = state.since?;
+        state
+            .reason
+            .as_ref()
+            .map(|r| format!("{r} (for {} s)", since.elapsed().as_secs()))
+    }
+}
+
+/// Documents with a write waiting to be retried, and the newest version applied for each since.
+#[derive(Default)]
+struct Waiting {
+    ids: Mutex<HashMap<Vec<u8>, Watch>>,
+    count: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Watch {
+    waiters: usize,
+    newest_applied: Option<u64>,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Watch>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn watch(&self, id: &[u8]) {
+        self.lock().entry(id.to_vec()).or_default().waiters += 1;
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn unwatch(&self, id: &[u8]) {
+        let mut ids = self.lock();
+        if let Some(watch) = ids.get_mut(id) {
+            watch.waiters -= 1;
+            if watch.waiters == 0 {
+                ids.remove(id);
+            }
+            self.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Notes an applied write; nearly free while nothing waits.
+    fn applied(&self, id: &[u8], version: u64) {
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(watch) = self.lock().get_mut(id) {
+            watch.newest_applied = watch.newest_applied.max(Some(version));
+        }
+    }
+
+    fn overtaken(&self, id: &[u8], version: u64) -> bool {
+        self.lock()
+            .get(id)
+            .and_then(|w| w.newest_applied)
+            .is_some_and(|newest| newest > version)
+    }
 }
 
 #[derive(Deserialize)]
 struct BulkResponse {
     #[serde(default)]
-    errors: bool,
-    #[serde(default)]
-    items: Vec<ItemEnvelope>,
+    items: Option<Vec<ItemEnvelope>>,
 }
 
 #[derive(Deserialize)]
@@ -105,10 +245,22 @@ struct ItemError {
     reason: Option<String>,
 }
 
+/// The error object of a refused request (`{"error": {"type": …, "reason": …}}`).
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: ItemError,
+}
+
 enum Attempt {
     Items(Vec<ItemResult>),
-    AllApplied,
-    Failed { status: Option<u16>, detail: String },
+    /// A 2xx answer without `items` (a proxy's or gateway's, not Elasticsearch's).
+    NoItems(String),
+    Failed {
+        status: Option<u16>,
+        error: Option<ItemError>,
+        detail: String,
+        timed_out: bool,
+    },
 }
 
 impl BulkSink {
@@ -120,7 +272,15 @@ impl BulkSink {
             index: index.to_owned(),
             policy,
             timeout,
+            shared: Arc::default(),
+            wanted: None,
         }
+    }
+
+    /// Before every retry, drop the items `wanted` refuses (as [`ItemOutcome::Revoked`]).
+    pub fn with_wanted(mut self, wanted: Wanted) -> Self {
+        self.wanted = Some(wanted);
+        self
     }
 
     /// The target index or alias.
@@ -128,114 +288,269 @@ impl BulkSink {
         &self.index
     }
 
-    /// Sends `batch` until every item is applied, already applied or to be dead-lettered, and
-    /// returns each item's ticket with its final outcome.
+    /// Why writes are held now, if they are: the cluster condition and for how long.
+    pub fn holding(&self) -> Option<String> {
+        self.shared.hold.reason()
+    }
+
+    /// Sends `batch` until every item is applied, already applied, to be dead-lettered or no
+    /// longer wanted, and returns each item's ticket with its final outcome.
     pub async fn deliver(&self, batch: Batch) -> Result<Vec<(Ticket, ItemOutcome)>, Fatal> {
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut queue = vec![batch];
+        let mut queue = vec![(batch, 0u32)];
         let mut request_failures = 0u32;
-        while let Some(mut batch) = queue.pop() {
+        while let Some((mut batch, timeouts)) = queue.pop() {
+            self.drop_unwanted(&mut batch, &mut outcomes);
+            if batch.is_empty() {
+                continue;
+            }
             for item in &mut batch.items {
                 item.attempts += 1;
             }
             let started = Instant::now();
             let attempt = self.send(&batch.body).await;
             metrics::histogram!("bulk.latency_ms").record(started.elapsed().as_secs_f64() * 1e3);
-            let results = match attempt {
-                Attempt::AllApplied => {
+            let (status, error, detail, timed_out) = match attempt {
+                Attempt::Items(results) if results.len() == batch.len() => {
                     metrics::counter!("bulk.requests", "result" => "ok").increment(1);
                     request_failures = 0;
-                    outcomes.extend(batch.items.iter().map(|i| (i.ticket, ItemOutcome::Applied(i.op))));
+                    self.shared.lone_refusals.store(0, Ordering::SeqCst);
+                    if let Some((retry, wait)) = self.read_items(&batch, results, &mut outcomes)? {
+                        tokio::time::sleep(wait).await;
+                        queue.push((batch.subset(retry), 0));
+                    }
                     continue;
                 }
-                Attempt::Items(results) if results.len() == batch.len() => results,
-                Attempt::Items(results) => {
-                    return Err(Fatal(format!(
-                        "bulk response to {} has {} items for a request of {}; refusing to guess which is which",
-                        self.index,
+                Attempt::Items(results) => (
+                    None,
+                    None,
+                    format!(
+                        "the answer has {} items for the {} documents sent; each document needs its own answer",
                         results.len(),
                         batch.len()
-                    )))
-                }
-                Attempt::Failed { status, detail } => {
-                    // A request that never got item answers does not count against its items.
-                    for item in &mut batch.items {
-                        item.attempts -= 1;
-                    }
-                    match classify_request(status) {
-                        RequestDecision::Retry => {
-                            metrics::counter!("bulk.requests", "result" => "retry").increment(1);
-                            let wait = backoff(request_failures, self.policy.base, self.policy.max, jitter());
-                            tracing::warn!(index = %self.index, docs = batch.len(), status, %detail, retry_in_ms = wait.as_millis() as u64, "bulk request failed; retrying the whole request");
-                            request_failures = request_failures.saturating_add(1);
-                            tokio::time::sleep(wait).await;
-                            queue.push(batch);
-                        }
-                        RequestDecision::Split if batch.len() > 1 => {
-                            let mut first = batch.items.clone();
-                            let second = first.split_off(first.len() / 2);
-                            queue.push(batch.subset(second));
-                            queue.push(batch.subset(first));
-                        }
-                        RequestDecision::Split => {
-                            let item = &batch.items[0];
-                            outcomes.push((item.ticket, ItemOutcome::DeadLetter {
-                                class: "mapping",
-                                reason: format!("the document alone is too large for one bulk request (HTTP 413): {detail}"),
-                                es_type: None,
-                                attempts: item.attempts + 1,
-                                original: batch.original(item),
-                            }));
-                        }
-                        RequestDecision::ReadItems | RequestDecision::Fatal => {
-                            metrics::counter!("bulk.requests", "result" => "fatal").increment(1);
-                            return Err(Fatal(format!(
-                                "bulk request to {} was refused with HTTP {}: {detail}",
-                                self.index,
-                                status.map_or("?".into(), |s| s.to_string())
-                            )));
-                        }
-                    }
-                    continue;
-                }
+                    ),
+                    false,
+                ),
+                Attempt::NoItems(detail) => (None, None, detail, false),
+                Attempt::Failed {
+                    status,
+                    error,
+                    detail,
+                    timed_out,
+                } => (status, error, detail, timed_out),
             };
-            metrics::counter!("bulk.requests", "result" => "ok").increment(1);
-            request_failures = 0;
-            let mut retry = Vec::new();
-            for (item, result) in batch.items.iter().zip(results) {
-                let es_type = result.error.as_ref().map(|e| e.kind.as_str());
-                let outcome = match classify_item(item.op, result.status, es_type) {
-                    ItemDecision::Applied => ItemOutcome::Applied(item.op),
-                    ItemDecision::AlreadyApplied => ItemOutcome::AlreadyApplied,
-                    ItemDecision::Retry if item.attempts < self.policy.max_attempts => {
-                        retry.push(item.clone());
-                        continue;
-                    }
-                    ItemDecision::Retry => dead_letter("retries_exhausted", &result, item, &batch),
-                    ItemDecision::DeadLetter => dead_letter("mapping", &result, item, &batch),
-                    ItemDecision::Fatal => {
-                        return Err(Fatal(format!(
-                            "{} answered {} for document {}: {}",
-                            self.index,
-                            result.status,
-                            batch.document_id(item),
-                            describe(&result)
-                        )))
-                    }
-                };
-                outcomes.push((item.ticket, outcome));
+            // A request that never got item answers does not count against its items.
+            for item in &mut batch.items {
+                item.attempts -= 1;
             }
-            if let Some(attempts) = retry.iter().map(|i| i.attempts).max() {
-                metrics::counter!("bulk.items.retried").increment(retry.len() as u64);
-                let wait = backoff(attempts - 1, self.policy.base, self.policy.max, jitter());
-                tracing::debug!(index = %self.index, items = retry.len(), retry_in_ms = wait.as_millis() as u64, "retrying items");
-                tokio::time::sleep(wait).await;
-                queue.push(batch.subset(retry));
+            let (kind, reason) = match &error {
+                Some(e) => (Some(e.kind.as_str()), e.reason.as_deref()),
+                None => (None, None),
+            };
+            match classify_request(status, kind, reason) {
+                RequestDecision::Hold
+                    if timed_out && timeouts + 1 >= SPLIT_AFTER_TIMEOUTS && batch.len() > 1 =>
+                {
+                    metrics::counter!("bulk.requests", "result" => "split_after_timeouts")
+                        .increment(1);
+                    tracing::warn!(index = %self.index, docs = batch.len(), timeouts = timeouts + 1, "bulk request timed out again; sending it in halves");
+                    queue.extend(halves(&batch).into_iter().map(|b| (b, 0)));
+                }
+                RequestDecision::Hold => {
+                    metrics::counter!("bulk.requests", "result" => "retry").increment(1);
+                    let what = match status {
+                        Some(s) => format!("HTTP {s}: {detail}"),
+                        None => detail,
+                    };
+                    self.shared.hold.hold(&self.index, &what);
+                    let wait = backoff(
+                        request_failures,
+                        self.policy.base,
+                        self.policy.max,
+                        jitter(),
+                    );
+                    tracing::debug!(index = %self.index, docs = batch.len(), reason = %what, retry_in_ms = wait.as_millis() as u64, "bulk request failed; retrying the whole request");
+                    request_failures = request_failures.saturating_add(1);
+                    tokio::time::sleep(wait).await;
+                    queue.push((batch, timeouts + u32::from(timed_out)));
+                }
+                RequestDecision::Split | RequestDecision::Isolate if batch.len() > 1 => {
+                    queue.extend(halves(&batch).into_iter().map(|b| (b, 0)));
+                }
+                RequestDecision::Split => {
+                    let item = &batch.items[0];
+                    outcomes.push((item.ticket, ItemOutcome::DeadLetter {
+                        class: "mapping",
+                        reason: format!("the document alone is too large for one bulk request (HTTP 413): {detail}"),
+                        es_type: None,
+                        attempts: item.attempts + 1,
+                        original: batch.original(item),
+                    }));
+                }
+                RequestDecision::Isolate => {
+                    let refused = self.shared.lone_refusals.fetch_add(1, Ordering::SeqCst) + 1;
+                    let item = &batch.items[0];
+                    if refused >= LONE_REFUSALS_FATAL {
+                        metrics::counter!("bulk.requests", "result" => "fatal").increment(1);
+                        return Err(Fatal(format!(
+                            "{} refused {refused} documents in a row, each alone in its bulk request, with nothing accepted between them (last: document {}, HTTP 400: {detail}); this is a configuration or compatibility problem, not bad documents",
+                            self.index,
+                            batch.document_id(item)
+                        )));
+                    }
+                    metrics::counter!("bulk.requests", "result" => "refused").increment(1);
+                    outcomes.push((item.ticket, ItemOutcome::DeadLetter {
+                        class: "request_refused",
+                        reason: format!("Elasticsearch refused the whole bulk request with this document alone in it (HTTP 400): {detail}"),
+                        es_type: kind.map(str::to_owned),
+                        attempts: item.attempts + 1,
+                        original: batch.original(item),
+                    }));
+                }
+                RequestDecision::ReadItems | RequestDecision::Fatal => {
+                    metrics::counter!("bulk.requests", "result" => "fatal").increment(1);
+                    return Err(Fatal(format!(
+                        "bulk request to {} was refused with HTTP {}: {detail}",
+                        self.index,
+                        status.map_or("?".into(), |s| s.to_string())
+                    )));
+                }
             }
         }
         Ok(outcomes)
     }
 
+    /// Classifies the items of an answered request: final outcomes go to `outcomes`, and the
+    /// items to send again are returned with the backoff to wait first.
+    fn read_items(
+        &self,
+        batch: &Batch,
+        results: Vec<ItemResult>,
+        outcomes: &mut Vec<(Ticket, ItemOutcome)>,
+    ) -> Result<Option<(Vec<BatchItem>, Duration)>, Fatal> {
+        let decisions: Vec<ItemDecision> = batch
+            .items
+            .iter()
+            .zip(&results)
+            .map(|(item, result)| {
+                let error = result.error.as_ref();
+                classify_item(
+                    item.op,
+                    result.status,
+                    error.map(|e| e.kind.as_str()),
+                    error.and_then(|e| e.reason.as_deref()),
+                )
+            })
+            .collect();
+        let now = Instant::now();
+        let mut retry = Vec::new();
+        let mut held = None;
+        // Items to send again are watched before this answer's applied writes are noted, so a
+        // newer write of the same document in the same answer overtakes them.
+        for ((item, result), decision) in batch.items.iter().zip(&results).zip(&decisions) {
+            let since = item.retrying_since.unwrap_or(now);
+            let again = match decision {
+                ItemDecision::Hold => {
+                    held.get_or_insert_with(|| describe(result));
+                    true
+                }
+                ItemDecision::Retry => now.duration_since(since) < self.policy.item_retry_for,
+                _ => false,
+            };
+            if again {
+                let mut item = item.clone();
+                if *decision == ItemDecision::Retry {
+                    item.retrying_since = Some(since);
+                }
+                if !item.watched {
+                    self.shared.waiting.watch(batch.quoted_id(&item));
+                    item.watched = true;
+                }
+                retry.push(item);
+            }
+        }
+        for ((item, result), decision) in batch.items.iter().zip(&results).zip(decisions) {
+            let outcome = match decision {
+                ItemDecision::Applied => ItemOutcome::Applied(item.op),
+                ItemDecision::AlreadyApplied => ItemOutcome::AlreadyApplied,
+                ItemDecision::Hold => continue,
+                ItemDecision::Retry if retry.iter().any(|r| r.ticket == item.ticket) => continue,
+                ItemDecision::Retry => dead_letter("retries_exhausted", result, item, batch),
+                ItemDecision::DeadLetter => dead_letter("mapping", result, item, batch),
+                ItemDecision::Fatal => {
+                    return Err(Fatal(format!(
+                        "{} answered {} for document {}: {}",
+                        self.index,
+                        result.status,
+                        batch.document_id(item),
+                        describe(result)
+                    )))
+                }
+            };
+            if matches!(
+                outcome,
+                ItemOutcome::Applied(_) | ItemOutcome::AlreadyApplied
+            ) {
+                self.shared
+                    .waiting
+                    .applied(batch.quoted_id(item), item.version);
+            }
+            if item.watched {
+                self.shared.waiting.unwatch(batch.quoted_id(item));
+            }
+            outcomes.push((item.ticket, outcome));
+        }
+        match held {
+            Some(reason) => self.shared.hold.hold(&self.index, &reason),
+            None => self.shared.hold.lift(&self.index),
+        }
+        if retry.is_empty() {
+            return Ok(None);
+        }
+        metrics::counter!("bulk.items.retried").increment(retry.len() as u64);
+        let attempts = retry.iter().map(|i| i.attempts).max().unwrap_or(1);
+        let wait = backoff(attempts - 1, self.policy.base, self.policy.max, jitter());
+        tracing::debug!(index = %self.index, items = retry.len(), retry_in_ms = wait.as_millis() as u64, "retrying items");
+        Ok(Some((retry, wait)))
+    }
+
+    /// Drops the items of a batch about to be sent again that are no longer wanted (their
+    /// partition was revoked) or were overtaken by a newer write of the same document.
+    fn drop_unwanted(&self, batch: &mut Batch, outcomes: &mut Vec<(Ticket, ItemOutcome)>) {
+        if !batch.items.iter().any(|i| i.attempts > 0) {
+            return;
+        }
+        let waiting = &self.shared.waiting;
+        let mut dropped = Vec::new();
+        let quoted: Vec<Vec<u8>> = batch
+            .items
+            .iter()
+            .map(|i| batch.quoted_id(i).to_vec())
+            .collect();
+        let mut index = 0;
+        batch.retain(|item| {
+            let id = &quoted[index];
+            index += 1;
+            let outcome = if self
+                .wanted
+                .as_ref()
+                .is_some_and(|wanted| !wanted(item.ticket))
+            {
+                ItemOutcome::Revoked
+            } else if item.watched && waiting.overtaken(id, item.version) {
+                metrics::counter!("bulk.items.overtaken").increment(1);
+                ItemOutcome::AlreadyApplied
+            } else {
+                return true;
+            };
+            if item.watched {
+                waiting.unwatch(id);
+            }
+            dropped.push((item.ticket, outcome));
+            false
+        });
+        outcomes.extend(dropped);
+    }
     async fn send(&self, body: &[u8]) -> Attempt {
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -258,6 +573,8 @@ impl BulkSink {
             Err(e) => {
                 return Attempt::Failed {
                     status: None,
+                    error: None,
+                    timed_out: e.is_timeout(),
                     detail: e.to_string(),
                 }
             }
@@ -268,6 +585,8 @@ impl BulkSink {
             Err(e) => {
                 return Attempt::Failed {
                     status: None,
+                    error: None,
+                    timed_out: e.is_timeout(),
                     detail: format!("reading the response: {e}"),
                 }
             }
@@ -275,18 +594,36 @@ impl BulkSink {
         if !(200..300).contains(&status) {
             return Attempt::Failed {
                 status: Some(status),
+                error: serde_json::from_slice::<ErrorResponse>(&bytes)
+                    .ok()
+                    .map(|e| e.error),
+                timed_out: false,
                 detail: excerpt(&bytes),
             };
         }
         match serde_json::from_slice::<BulkResponse>(&bytes) {
-            Ok(parsed) if !parsed.errors => Attempt::AllApplied,
-            Ok(parsed) => Attempt::Items(parsed.items.into_iter().map(|i| i.result).collect()),
+            Ok(BulkResponse { items: Some(items) }) => {
+                Attempt::Items(items.into_iter().map(|i| i.result).collect())
+            }
+            Ok(BulkResponse { items: None }) => Attempt::NoItems(format!(
+                "HTTP {status} without `items`, so no document is known to be written: {}",
+                excerpt(&bytes)
+            )),
             Err(e) => Attempt::Failed {
                 status: None,
+                error: None,
+                timed_out: false,
                 detail: format!("unreadable bulk response ({e}): {}", excerpt(&bytes)),
             },
         }
     }
+}
+
+/// The two halves of a batch, the first to be sent first (the queue is a stack).
+fn halves(batch: &Batch) -> [Batch; 2] {
+    let mut first = batch.items.clone();
+    let second = first.split_off(first.len() / 2);
+    [batch.subset(second), batch.subset(first)]
 }
 
 fn dead_letter(

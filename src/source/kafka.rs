@@ -67,10 +67,27 @@ impl ConsumerContext for IndexerContext {
         tracing::info!(topic = %self.topic, ?partitions, "partitions revoked");
         if commits.count() > 0 {
             if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
+                metrics::counter!("offsets.commit_failures").increment(1);
                 tracing::warn!(error = %e, "committing revoked partitions failed; their next owner replays from the previous commit");
             }
         }
         self.rebalanced.store(true, Ordering::SeqCst);
+    }
+
+    /// Records each commit's result: an offset counts as committed only once Kafka confirmed it,
+    /// and a failed commit is offered again at the next commit.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let mut tracker = lock(&self.tracker);
+        for element in offsets.elements_for_topic(&self.topic) {
+            if let Offset::Offset(offset) = element.offset() {
+                tracker.commit_result(element.partition(), offset, result.is_ok());
+            }
+        }
+        drop(tracker);
+        if let Err(e) = result {
+            metrics::counter!("offsets.commit_failures").increment(1);
+            tracing::warn!(error = %e, topic = %self.topic, "an offset commit failed; the same offsets are committed again at the next commit");
+        }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -87,7 +104,16 @@ impl ConsumerContext for IndexerContext {
                 }
                 tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
             }
-            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Error(e) => {
+                // The assignment is unknown now: as after a revoke, work in flight no longer
+                // counts, and the partitions start afresh when they are assigned again.
+                let mut tracker = lock(&self.tracker);
+                let partitions: Vec<i32> = tracker.assigned().collect();
+                for p in &partitions {
+                    tracker.revoke(*p);
+                }
+                tracing::error!(error = %e, ?partitions, "rebalance failed; dropped the partitions' work in flight");
+            }
             Rebalance::Revoke(_) => {}
         }
         self.rebalanced.store(true, Ordering::SeqCst);
@@ -111,6 +137,9 @@ pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // Commands of aborted transactions are never applied, and the transaction markers'
+        // offsets are stepped over (librdkafka's default, stated because the replay relies on it).
+        .set("isolation.level", "read_committed")
         // librdkafka prefetches up to 100,000 messages per partition by default, which makes
         // memory follow the backlog. The pipeline's own budget is a few thousand messages, so a
         // capped prefetch keeps the footprint flat. 16 MB rather than 8: a broker may answer a

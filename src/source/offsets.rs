@@ -31,7 +31,9 @@ struct PartitionState {
     window: VecDeque<(i64, bool)>,
     /// One past the newest offset received.
     next: Option<i64>,
-    /// The last offset handed to Kafka as committed.
+    /// The last commit point handed to Kafka, not yet known to have succeeded.
+    offered: Option<i64>,
+    /// The last offset Kafka confirmed as committed.
     committed: Option<i64>,
 }
 
@@ -50,6 +52,7 @@ pub struct OffsetTracker {
     partitions: BTreeMap<i32, PartitionState>,
     next_epoch: u64,
     pending: usize,
+    rewinds: u64,
 }
 
 impl OffsetTracker {
@@ -92,12 +95,34 @@ impl OffsetTracker {
         self.partitions.keys().copied()
     }
 
-    /// Records a received message. Returns `None` if its partition is not assigned or the offset
-    /// does not move forward (a redelivery already tracked).
+    /// Whether `ticket` belongs to its partition's current assignment (and rewind).
+    pub fn is_current(&self, ticket: Ticket) -> bool {
+        self.partitions
+            .get(&ticket.partition)
+            .is_some_and(|s| s.epoch == ticket.epoch)
+    }
+
+    /// Records a received message. Returns `None` if its partition is not assigned.
+    ///
+    /// An offset below one already received means the partition's log was rewound under the
+    /// consumer (an offset reset, or a log truncated by an unclean leader election): the messages
+    /// from there on may differ from those received before, so they are all processed again, in
+    /// a fresh epoch, and the work in flight for the old ones no longer counts.
     pub fn track(&mut self, partition: i32, offset: i64) -> Option<Ticket> {
         let state = self.partitions.get_mut(&partition)?;
-        if state.next.is_some_and(|next| offset < next) {
-            return None;
+        if let Some(next) = state.next.filter(|next| offset < *next) {
+            self.next_epoch += 1;
+            state.epoch = self.next_epoch;
+            self.pending -= state.window.iter().filter(|(_, done)| !done).count();
+            state.window.clear();
+            self.rewinds += 1;
+            metrics::counter!("offsets.rewinds").increment(1);
+            tracing::warn!(
+                partition,
+                offset,
+                expected = next,
+                "the partition went back from offset {next} to {offset} within one assignment (an offset reset, or a log truncated after an unclean leader election); processing everything from {offset} again"
+            );
         }
         state.window.push_back((offset, false));
         state.next = Some(offset + 1);
@@ -141,13 +166,14 @@ impl OffsetTracker {
 
     /// Offsets to commit now: for each partition whose commit point moved since the last call,
     /// the offset of its first unfinished message (or one past its newest, if all are final).
-    /// The caller must commit them; they are recorded as committed.
+    /// The caller commits them and reports each result with [`Self::commit_result`]; a point
+    /// whose commit failed is offered again by the next call.
     pub fn take_commits(&mut self) -> Vec<(i32, i64)> {
         let mut commits = Vec::new();
         for (partition, state) in &mut self.partitions {
             if let Some(point) = state.commit_point() {
-                if state.committed != Some(point) {
-                    state.committed = Some(point);
+                if state.offered != Some(point) && state.committed != Some(point) {
+                    state.offered = Some(point);
                     commits.push((*partition, point));
                 }
             }
@@ -155,7 +181,33 @@ impl OffsetTracker {
         commits
     }
 
-    /// The last committed offset per assigned partition.
+    /// Records what Kafka answered to the commit of `offset` on `partition`.
+    pub fn commit_result(&mut self, partition: i32, offset: i64, succeeded: bool) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        if succeeded {
+            state.committed = state.committed.max(Some(offset));
+        } else if state.offered == Some(offset) {
+            state.offered = None;
+        }
+    }
+
+    /// How many times a partition went back within an assignment (see [`Self::track`]).
+    pub fn rewinds(&self) -> u64 {
+        self.rewinds
+    }
+
+    /// Every assigned partition's commit point now, offered before or not (for the final,
+    /// synchronous commit of a run).
+    pub fn commit_points(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(p, s)| s.commit_point().map(|point| (*p, point)))
+            .collect()
+    }
+
+    /// The last confirmed commit per assigned partition.
     pub fn committed(&self) -> impl Iterator<Item = (i32, Option<i64>)> + '_ {
         self.partitions.iter().map(|(p, s)| (*p, s.committed))
     }
@@ -209,13 +261,58 @@ mod tests {
     }
 
     #[test]
-    fn unassigned_partitions_and_redeliveries_are_not_tracked() {
+    fn unassigned_partitions_are_not_tracked() {
         let mut t = OffsetTracker::new();
         assert!(t.track(0, 1).is_none());
         t.assign(0);
         assert!(t.track(0, 4).is_some());
-        assert!(t.track(0, 4).is_none());
-        assert!(t.track(0, 2).is_none());
+    }
+
+    #[test]
+    fn a_rewind_within_an_assignment_is_processed_again_not_skipped() {
+        let mut t = OffsetTracker::new();
+        t.assign(0);
+        let old: Vec<_> = (10..13).map(|o| t.track(0, o).unwrap()).collect();
+        t.finish(old[0]);
+        // The log went back to 5 (an offset reset, a truncation): 5.. are new work.
+        let again = t
+            .track(0, 5)
+            .expect("a rewound offset is tracked, not dropped");
+        assert_eq!(t.rewinds(), 1);
+        assert_eq!(
+            t.pending(),
+            1,
+            "the old window's unfinished work no longer counts"
+        );
+        assert!(!t.is_current(old[1]));
+        assert!(!t.finish(old[1]), "the old epoch's completions are ignored");
+        assert_eq!(
+            t.take_commits(),
+            [(0, 5)],
+            "nothing past the rewound offset is final"
+        );
+        t.finish(again);
+        assert_eq!(t.take_commits(), [(0, 6)]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_offered_again_and_only_a_confirmed_one_counts() {
+        let mut t = OffsetTracker::new();
+        t.assign(0);
+        let a = t.track(0, 0).unwrap();
+        t.finish(a);
+        assert_eq!(t.take_commits(), [(0, 1)]);
+        assert_eq!(
+            t.take_commits(),
+            [],
+            "offered once while its answer is awaited"
+        );
+        assert_eq!(t.committed().next(), Some((0, None)));
+        t.commit_result(0, 1, false);
+        assert_eq!(t.take_commits(), [(0, 1)], "a failed commit is retried");
+        t.commit_result(0, 1, true);
+        assert_eq!(t.committed().next(), Some((0, Some(1))));
+        assert_eq!(t.take_commits(), []);
     }
 
     #[test]
@@ -225,6 +322,7 @@ mod tests {
         let a = t.track(0, 0).unwrap();
         t.finish(a);
         assert_eq!(t.take_commits(), [(0, 1)]);
+        t.commit_result(0, 1, true);
         assert_eq!(t.revoke(0), None);
     }
 
@@ -248,7 +346,8 @@ mod tests {
             for ticket in &tickets {
                 prop_assert!(t.finish(*ticket));
                 finished.insert(ticket.offset);
-                for (_, point) in t.take_commits() {
+                for (partition, point) in t.take_commits() {
+                    t.commit_result(partition, point, true);
                     let unfinished_before = offsets.iter().any(|o| *o < point && !finished.contains(o));
                     prop_assert!(!unfinished_before, "committed {} past an unfinished message", point);
                 }

@@ -25,6 +25,24 @@ pub async fn ensure_topic(
     }
 }
 
+/// The number of partitions of `topic`, from the broker's metadata (blocking: run it off the
+/// async threads). An error if the topic does not exist.
+pub fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<i32> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len());
+    anyhow::ensure!(
+        partitions > 0,
+        "topic `{topic}` has no partitions (does it exist?)"
+    );
+    Ok(partitions as i32)
+}
+
 /// One message read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -22,6 +22,9 @@ use crate::command::{Command, CommandKind};
 /// Elasticsearch's limit on a document `_id`, in UTF-8 bytes.
 pub const MAX_ID_BYTES: usize = 512;
 
+/// The largest external version Elasticsearch accepts (`i64::MAX`).
+pub const MAX_EXTERNAL_VERSION: u64 = i64::MAX as u64;
+
 /// Where a write's external version comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VersionSource {
@@ -228,11 +231,19 @@ fn external_version(
         VersionSource::Version => (command.version, "version"),
         VersionSource::Timestamp => (command.timestamp, "timestamp"),
     };
-    value.ok_or_else(|| {
+    let value = value.ok_or_else(|| {
         Rejection::Transform(format!(
             "version_source is `{field}` but the command has no `{field}` field"
         ))
-    })
+    })?;
+    // Elasticsearch stores external versions as a signed 64-bit number and refuses the whole
+    // `_bulk` request, every other document with it, when one is larger.
+    if value > MAX_EXTERNAL_VERSION {
+        return Err(Rejection::Transform(format!(
+            "`{field}` is {value}; Elasticsearch accepts external versions up to {MAX_EXTERNAL_VERSION}"
+        )));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -309,6 +320,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("no `version` field"), "{err}");
+    }
+
+    #[test]
+    fn a_version_past_the_signed_range_is_refused_per_message() {
+        let at_limit = format!(r#"{{"type":"delete","id":"d","version":{}}}"#, i64::MAX);
+        let w = prepare(at_limit.as_bytes(), origin(None, 1), VersionSource::Version).unwrap();
+        assert_eq!(w.version, i64::MAX as u64);
+        for source in [VersionSource::Version, VersionSource::Timestamp] {
+            let payload = format!(
+                r#"{{"type":"delete","id":"d","version":{0},"timestamp":{0}}}"#,
+                i64::MAX as u64 + 1
+            );
+            let err = prepare(payload.as_bytes(), origin(None, 1), source).unwrap_err();
+            assert_eq!(err.class(), "transform");
+            assert!(
+                err.to_string().contains("up to 9223372036854775807"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::Rejection;
 use crate::command::Command;
 use std::borrow::Cow;
 
-use crate::json_text::write_decoded;
+use crate::json_text::{write_decoded, write_single_line};
 
 /// Encodes an upsert command's document `_source` in the new schema.
 pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
@@ -61,14 +61,14 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
     Ok(out)
 }
 
-/// Appends `,"name":raw` for each of the command's other fields, unchanged. Both schemas keep
-/// them at the top level of the document.
+/// Appends `,"name":raw` for each of the command's other fields, unchanged but for line breaks
+/// (see [`write_single_line`]). Both schemas keep them at the top level of the document.
 pub(super) fn write_fields(out: &mut Vec<u8>, fields: &[crate::command::Field<'_>]) {
     for (name, raw) in fields {
         out.push(b',');
         write_decoded(out, name);
         out.push(b':');
-        out.extend_from_slice(raw.get().as_bytes());
+        write_single_line(out, raw.get());
     }
 }
 

@@ -35,6 +35,53 @@ pub struct Plan {
     pub reset: f64,
     /// Added before every forwarded request.
     pub latency: Duration,
+    /// A `_bulk` request whose body contains this text is refused whole with 400, as
+    /// Elasticsearch refuses a request with a malformed line (`illegal_argument_exception`).
+    pub refuse_bodies_containing: Option<String>,
+    /// The next this many `_bulk` requests are answered `200 {}` without being forwarded: a
+    /// gateway's answer with no items.
+    pub answers_without_items: u64,
+    /// A `_bulk` request whose body is larger than this many bytes is held for `slow_for`
+    /// before it is forwarded (and so applied, late, as a slow cluster would).
+    pub slow_bodies_over: Option<usize>,
+    /// See `slow_bodies_over`.
+    pub slow_for: Duration,
+    /// `_bulk` items whose source line contains this text are answered 429 (not forwarded)
+    /// until `reject_marked_until`.
+    pub reject_marked: Option<String>,
+    /// See `reject_marked`.
+    pub reject_marked_until: Option<Instant>,
+}
+
+/// A cluster condition answered to every `_bulk` item (not forwarded) while it lasts, as
+/// Elasticsearch answers items while the condition holds:
+/// - a flood-stage disk watermark or `index.blocks.write`: `cluster_block_exception`, 403 on
+///   7.x before 7.16 and 429 since (Elasticsearch reference, "Disk-based shard allocation
+///   settings", `cluster.routing.allocation.disk.watermark.flood_stage`; "Index blocks");
+/// - a closed index: 400 `index_closed_exception` (reference, "Close index API");
+/// - a write alias without a write index: 400 `illegal_argument_exception`, "no write index is
+///   defined for alias" (reference, "Aliases", `is_write_index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// 403 `cluster_block_exception`, read-only-allow-delete.
+    ReadOnlyAllowDelete,
+    /// 429 `cluster_block_exception`, flood-stage watermark.
+    FloodStage,
+    /// 400 `index_closed_exception`.
+    IndexClosed,
+    /// 400 `illegal_argument_exception`, no write index.
+    NoWriteIndex,
+}
+
+impl Condition {
+    fn answer(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Self::ReadOnlyAllowDelete => (403, "cluster_block_exception", "index [tags] blocked by: [FORBIDDEN/12/index read-only / allow delete (api)];"),
+            Self::FloodStage => (429, "cluster_block_exception", "index [tags] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];"),
+            Self::IndexClosed => (400, "index_closed_exception", "closed"),
+            Self::NoWriteIndex => (400, "illegal_argument_exception", "no write index is defined for alias [tags]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index"),
+        }
+    }
 }
 
 /// What the proxy injected so far.
@@ -46,6 +93,16 @@ pub struct Counts {
     pub items_429: AtomicU64,
     pub resets: AtomicU64,
     pub held: AtomicU64,
+    /// `_bulk` items answered with a cluster condition.
+    pub items_conditioned: AtomicU64,
+    /// Whole `_bulk` requests refused with 400 for a marked body.
+    pub requests_refused: AtomicU64,
+    /// `_bulk` requests answered `{}`.
+    pub answered_without_items: AtomicU64,
+    /// `_bulk` requests held for being large.
+    pub slowed: AtomicU64,
+    /// Marked `_bulk` items answered 429.
+    pub marked_rejected: AtomicU64,
 }
 
 struct State {
@@ -53,6 +110,7 @@ struct State {
     plan: Mutex<Plan>,
     rng: Mutex<u64>,
     blackhole_until: Mutex<Option<Instant>>,
+    condition: Mutex<Option<(Condition, Instant)>>,
     counts: Counts,
     requests: AtomicU64,
     client: reqwest::Client,
@@ -78,6 +136,7 @@ impl FaultProxy {
             rng: Mutex::new(plan.seed),
             plan: Mutex::new(plan),
             blackhole_until: Mutex::new(None),
+            condition: Mutex::new(None),
             counts: Counts::default(),
             requests: AtomicU64::new(0),
             client: reqwest::Client::new(),
@@ -100,6 +159,11 @@ impl FaultProxy {
     /// Holds every request without an answer for `duration`, then drops its connection.
     pub fn blackhole_for(&self, duration: Duration) {
         *self.state.blackhole_until.lock().unwrap() = Some(Instant::now() + duration);
+    }
+
+    /// Answers every `_bulk` item with `condition` for `duration` (see [`Condition`]).
+    pub fn condition_for(&self, condition: Condition, duration: Duration) {
+        *self.state.condition.lock().unwrap() = Some((condition, Instant::now() + duration));
     }
 
     /// What was injected so far.
@@ -222,6 +286,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
+        400 => "Bad Request",
         404 => "Not Found",
         429 => "Too Many Requests",
         503 => "Service Unavailable",
@@ -281,10 +346,53 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
                 .next()
                 .unwrap_or_default()
                 .ends_with("/_bulk");
-        let (status, body) = if is_bulk && plan.item_429 > 0.0 {
-            bulk_with_rejections(&state, &request, plan.item_429).await
-        } else {
+        let condition = *state.condition.lock().unwrap();
+        let condition = condition.filter(|(_, until)| *until > Instant::now());
+        let marked = plan
+            .reject_marked
+            .clone()
+            .filter(|_| plan.reject_marked_until.is_some_and(|u| u > Instant::now()));
+        let (status, body) = if !is_bulk {
             forward(&state, &request, &request.body).await
+        } else if let Some((condition, _)) = condition {
+            answer_items(
+                &state,
+                &request,
+                |_| Some(condition.answer()),
+                &state.counts.items_conditioned,
+            )
+        } else if plan
+            .refuse_bodies_containing
+            .as_ref()
+            .is_some_and(|m| contains(&request.body, m.as_bytes()))
+        {
+            state
+                .counts
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let refused = json!({"error": {"type": "illegal_argument_exception", "reason": "Malformed action/metadata line [3], expected START_OBJECT but found [VALUE_STRING] (injected by the test proxy)"}, "status": 400});
+            (400, refused.to_string().into_bytes())
+        } else if take_one(&state.plan, |p| &mut p.answers_without_items) {
+            state
+                .counts
+                .answered_without_items
+                .fetch_add(1, Ordering::Relaxed);
+            (200, b"{}".to_vec())
+        } else if let Some(marker) = marked {
+            bulk_with_marked_rejections(&state, &request, marker.as_bytes()).await
+        } else {
+            if plan
+                .slow_bodies_over
+                .is_some_and(|n| request.body.len() > n)
+            {
+                state.counts.slowed.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(plan.slow_for).await;
+            }
+            if plan.item_429 > 0.0 {
+                bulk_with_rejections(&state, &request, plan.item_429).await
+            } else {
+                forward(&state, &request, &request.body).await
+            }
         };
         if is_bulk && status == 200 {
             record_acknowledged(&state, &request.body, &body);
@@ -382,11 +490,85 @@ fn split_bulk(body: &[u8]) -> Vec<Item<'_>> {
     items
 }
 
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Takes one from a counter of the plan, if it is not zero.
+fn take_one(plan: &Mutex<Plan>, counter: impl Fn(&mut Plan) -> &mut u64) -> bool {
+    let mut plan = plan.lock().unwrap();
+    let n = counter(&mut plan);
+    if *n == 0 {
+        return false;
+    }
+    *n -= 1;
+    true
+}
+
+/// Answers every item of a `_bulk` request without forwarding it: with `answer`'s status, error
+/// type and reason where it gives one.
+fn answer_items(
+    state: &State,
+    request: &Request,
+    answer: impl Fn(&Item<'_>) -> Option<(u16, &'static str, &'static str)>,
+    count: &AtomicU64,
+) -> (u16, Vec<u8>) {
+    let items: Vec<Value> = split_bulk(&request.body)
+        .iter()
+        .map(|item| {
+            let (status, kind, reason) = answer(item).expect("an answer for every item");
+            count.fetch_add(1, Ordering::Relaxed);
+            json!({ item.op.as_str(): {"_id": item.id, "status": status, "error": {"type": kind, "reason": reason}}})
+        })
+        .collect();
+    let _ = state;
+    (
+        200,
+        json!({"took": 1, "errors": true, "items": items})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// Forwards a `_bulk` request without the items whose source line contains `marker`, and
+/// answers those with 429.
+async fn bulk_with_marked_rejections(
+    state: &State,
+    request: &Request,
+    marker: &[u8],
+) -> (u16, Vec<u8>) {
+    let items = split_bulk(&request.body);
+    let rejected: Vec<bool> = items
+        .iter()
+        .map(|i| i.lines.iter().any(|l| contains(l, marker)))
+        .collect();
+    merge_rejections(
+        state,
+        request,
+        items,
+        rejected,
+        &state.counts.marked_rejected,
+    )
+    .await
+}
+
 /// Forwards a `_bulk` request without the items the plan rejects, and answers with the upstream's
 /// item results and a 429 in each rejected item's place.
 async fn bulk_with_rejections(state: &State, request: &Request, p: f64) -> (u16, Vec<u8>) {
     let items = split_bulk(&request.body);
     let rejected: Vec<bool> = items.iter().map(|_| roll(state) < p).collect();
+    merge_rejections(state, request, items, rejected, &state.counts.items_429).await
+}
+
+/// Forwards the items not `rejected` and answers with the upstream's results, and a 429 in each
+/// rejected item's place.
+async fn merge_rejections(
+    state: &State,
+    request: &Request,
+    items: Vec<Item<'_>>,
+    rejected: Vec<bool>,
+    count: &AtomicU64,
+) -> (u16, Vec<u8>) {
     let mut kept = Vec::new();
     for (item, _) in items.iter().zip(&rejected).filter(|(_, r)| !**r) {
         for line in &item.lines {
@@ -408,7 +590,7 @@ async fn bulk_with_rejections(state: &State, request: &Request, p: f64) -> (u16,
     let mut errors = false;
     for (item, rejected) in items.iter().zip(rejected) {
         if rejected {
-            state.counts.items_429.fetch_add(1, Ordering::Relaxed);
+            count.fetch_add(1, Ordering::Relaxed);
             errors = true;
             out.push(json!({ item.op.as_str(): {
                 "_id": item.id, "status": 429,

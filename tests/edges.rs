@@ -1,0 +1,565 @@
+//! The edges of "no loss": what a production topic, a production cluster and a bad day do that
+//! generated data never did. Each test replays a topic against the real broker and the ES
+//! stand-in, through the fault proxy where the stand-in cannot produce the condition, and checks
+//! the end state against an oracle the test computes itself.
+//!
+//! Each prints one `RESULT` line (`cargo test --test edges -- --nocapture`) for the README's
+//! Reliability table.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dual_indexer::generate::{self, GeneratedMessage, GeneratorSpec, Poison};
+use serde_json::{json, Value};
+use support::fault_proxy::{Condition, FaultProxy, Plan};
+use support::*;
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn messages(count: usize, ids: usize, seed: u64) -> Vec<GeneratedMessage> {
+    generate::messages(&GeneratorSpec {
+        count,
+        ids,
+        tags: 10,
+        seed,
+        poison_every: 0,
+    })
+}
+
+/// `run` arguments through `es_url`, with short retries so faults cost seconds, not minutes.
+fn args_via(stack: &Stack, topic: &str, group: &str, index: &str, es_url: &str) -> Vec<String> {
+    let mut args = run_args_to(stack, topic, group, index, es_url);
+    args.extend(
+        [
+            "--retry-base-ms",
+            "20",
+            "--retry-max-ms",
+            "500",
+            "--batch-max-docs",
+            "200",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+fn run_until_caught_up(args: &[String]) -> String {
+    let mut child = indexer().args(args).args(["--until-caught-up"]).guarded();
+    let stdout = read_in_background(child.stdout.take().unwrap());
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    let stdout = stdout.join().unwrap();
+    assert!(status.success(), "indexer exited with {status}: {stdout}");
+    stdout
+}
+
+/// A generated message replaced by `payload` (same key), marked as planted poison or not.
+fn replaced(
+    message: &GeneratedMessage,
+    payload: Value,
+    poison: Option<Poison>,
+) -> GeneratedMessage {
+    GeneratedMessage {
+        key: message.key.clone(),
+        payload: serde_json::to_vec_pretty(&payload).unwrap(),
+        poison,
+    }
+}
+
+/// The dead letters of `topic` as (source offset per partition, class, headers).
+fn dead_letters(stack: &Stack, topic: &str) -> Vec<Record> {
+    read_topic(stack, &format!("{topic}.dlq"))
+}
+
+/// The planted (partition, offset) pairs whose payload is in `planted`.
+fn origins(records: &[Record], planted: &HashSet<Vec<u8>>) -> HashSet<(i32, i64)> {
+    records
+        .iter()
+        .filter(|r| planted.contains(&r.payload))
+        .map(|r| (r.partition, r.offset))
+        .collect()
+}
+
+fn letter_origins(letters: &[Record]) -> HashSet<(i32, i64)> {
+    letters
+        .iter()
+        .map(|l| {
+            (
+                l.headers["dual-indexer.source.partition"].parse().unwrap(),
+                l.headers["dual-indexer.source.offset"].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pretty_printed_commands_are_indexed_and_out_of_range_versions_are_dead_lettered() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-pretty"),
+        unique("tags-v2-pretty"),
+        unique("indexer"),
+    );
+    let mut messages = messages(3_000, 600, 41);
+    let (mut pretty, mut too_large) = (0, HashSet::new());
+    for (i, m) in messages.iter_mut().enumerate() {
+        let mut command: Value = serde_json::from_slice(&m.payload).unwrap();
+        if i % 500 == 7 {
+            // A version Elasticsearch cannot store: refused alone, before any request.
+            command["version"] = json!(i64::MAX as u64 + 1 + i as u64);
+            *m = replaced(m, command, Some(Poison::UnknownType));
+            too_large.insert(m.payload.clone());
+        } else if i % 33 == 0 && command["type"] == "upsert" {
+            // 3 % of upserts pretty-printed, with a multi-line `title` array.
+            command["fields"]["title"] = json!(["first line", "second \"quoted\" line"]);
+            *m = replaced(m, command, None);
+            pretty += 1;
+        }
+    }
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.extend(["--version-source", "version"].map(String::from));
+    run_until_caught_up(&args);
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &too_large, Versions::Field);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    let letters = dead_letters(&stack, &topic);
+    assert_eq!(letter_origins(&letters), origins(&records, &too_large));
+    for letter in &letters {
+        assert_eq!(letter.headers["dual-indexer.error.class"], "transform");
+        assert!(
+            letter.headers["dual-indexer.error.reason"].contains("9223372036854775807"),
+            "{:?}",
+            letter.headers
+        );
+    }
+    println!(
+        "RESULT pretty-printed: 3000 commands, {pretty} pretty-printed with multi-line arrays, {} with versions past i64::MAX; {} documents equal the oracle, {} dead-lettered (class transform) = {} planted",
+        too_large.len(),
+        expected.len(),
+        letters.len(),
+        too_large.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_that_makes_elasticsearch_refuse_a_whole_request_is_dead_lettered_alone() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-refused"),
+        unique("tags-v2-refused"),
+        unique("indexer"),
+    );
+    let mut messages = messages(2_000, 500, 42);
+    let mut refused = HashSet::new();
+    for (i, m) in messages.iter_mut().enumerate() {
+        let mut command: Value = serde_json::from_slice(&m.payload).unwrap();
+        if i % 301 == 150 && command["type"] == "upsert" {
+            command["fields"]["title"] = json!(format!("REFUSED-BY-PROXY {i}"));
+            *m = replaced(m, command, Some(Poison::UnknownField));
+            refused.insert(m.payload.clone());
+        }
+    }
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let plan = Plan {
+        refuse_bodies_containing: Some("REFUSED-BY-PROXY".into()),
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    run_until_caught_up(&args_via(&stack, &topic, &group, &index, &proxy.url));
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &refused, Versions::Offset);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    let letters = dead_letters(&stack, &topic);
+    assert_eq!(letter_origins(&letters), origins(&records, &refused));
+    assert_eq!(letters.len(), refused.len(), "each refused document once");
+    for letter in &letters {
+        assert_eq!(
+            letter.headers["dual-indexer.error.class"],
+            "request_refused"
+        );
+        assert_eq!(
+            letter.headers["dual-indexer.error.es_type"],
+            "illegal_argument_exception"
+        );
+    }
+    let requests = proxy.counts().requests_refused.load(Ordering::Relaxed);
+    assert!(requests >= refused.len() as u64);
+    println!(
+        "RESULT whole-request 400: 2000 commands, {} refused alone by a 400 for the whole request ({requests} requests refused while halving); {} documents equal the oracle, {} dead-lettered (request_refused) = {} planted, exit 0",
+        refused.len(),
+        expected.len(),
+        letters.len(),
+        refused.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_refused_for_every_document_stops_the_run_without_dead_lettering_them_all() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-allrefused"),
+        unique("tags-v2-allrefused"),
+        unique("indexer"),
+    );
+    let messages = messages(600, 300, 43);
+    produce_topic(&stack, &topic, 1, &messages).await;
+    // Every body refused: a configuration problem, not a bad document.
+    let plan = Plan {
+        refuse_bodies_containing: Some("_id".into()),
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    let mut child = indexer()
+        .args(args_via(&stack, &topic, &group, &index, &proxy.url))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .guarded();
+    let stderr = read_in_background(child.stderr.take().unwrap());
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    let stderr = stderr.join().unwrap();
+    assert!(
+        !status.success(),
+        "a refusal of every document must stop the run"
+    );
+    assert!(
+        stderr.contains("documents in a row, each alone in its bulk request"),
+        "{}",
+        tail(&stderr, 20)
+    );
+    let letters = dead_letters(&stack, &topic).len();
+    assert!(
+        letters < 5,
+        "{letters} dead letters for a configuration problem"
+    );
+    assert_eq!(committed_total(&stack, &group, &topic), 0);
+    println!("RESULT every request 400: stopped with exit {status}, {letters} dead letters, nothing committed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_conditions_hold_the_replay_and_never_dead_letter() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-block"),
+        unique("tags-v2-block"),
+        unique("indexer"),
+    );
+    let messages = messages(2_000, 500, 44);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let proxy = FaultProxy::start(&stack.new_es, Plan::default()).await;
+    let port = free_port();
+    let mut args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    args.extend(["--status-addr".into(), format!("127.0.0.1:{port}")]);
+    // Each condition in turn, 4 s each, from the replay's first write on. Each is set to last
+    // longer than its turn, so the next one replaces it with no gap between them.
+    let conditions = [
+        Condition::ReadOnlyAllowDelete,
+        Condition::FloodStage,
+        Condition::IndexClosed,
+        Condition::NoWriteIndex,
+    ];
+    proxy.condition_for(conditions[0], Duration::from_secs(8));
+    let mut child = indexer().args(&args).args(["--until-caught-up"]).guarded();
+    let stdout = read_in_background(child.stdout.take().unwrap());
+    let mut seen_holding = Vec::new();
+    let mut committed_during = Vec::new();
+    for condition in conditions {
+        proxy.condition_for(condition, Duration::from_secs(8));
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            if let Some((503, body)) = get(port, "/readyz") {
+                if let Some(reason) = body["holding"].as_str() {
+                    seen_holding.push(reason.to_owned());
+                }
+            }
+            committed_during.push(committed_total(&stack, &group, &topic));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    let stdout = stdout.join().unwrap();
+    assert!(status.success(), "indexer exited with {status}: {stdout}");
+    let conditioned = proxy.counts().items_conditioned.load(Ordering::Relaxed);
+    assert!(conditioned > 0, "the conditions met the replay");
+    for kind in [
+        "cluster_block_exception",
+        "index_closed_exception",
+        "no write index",
+    ] {
+        assert!(
+            seen_holding.iter().any(|r| r.contains(kind)),
+            "/readyz said why it held for {kind}: {seen_holding:?}"
+        );
+    }
+    assert!(
+        committed_during.iter().all(|c| *c == 0),
+        "nothing is committed while every write is refused: {committed_during:?}"
+    );
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    let letters = dead_letters(&stack, &topic).len();
+    assert_eq!(letters, 0, "a cluster condition is not a document error");
+    println!(
+        "RESULT cluster conditions: 2000 commands; 20 s of write blocks (403 and 429 cluster_block_exception, index_closed_exception, no write index), {conditioned} items refused; /readyz 503 naming each; 0 committed during, 0 dead-lettered, {} documents equal the oracle",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_without_items_is_not_taken_for_success() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-noitems"),
+        unique("tags-v2-noitems"),
+        unique("indexer"),
+    );
+    let messages = messages(2_000, 2_000, 45);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let plan = Plan {
+        answers_without_items: 5,
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    run_until_caught_up(&args_via(&stack, &topic, &group, &index, &proxy.url));
+    assert_eq!(
+        proxy
+            .counts()
+            .answered_without_items
+            .load(Ordering::Relaxed),
+        5
+    );
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    println!(
+        "RESULT answers without items: 2000 commands, 5 bulk answers `200 {{}}`; {} documents equal the oracle",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_too_slow_to_ever_answer_is_split_until_it_is_answered() {
+    let stack = stack();
+    let (topic, index, group) = (unique("e-slow"), unique("tags-v2-slow"), unique("indexer"));
+    let messages = messages(1_500, 1_500, 46);
+    produce_topic(&stack, &topic, 1, &messages).await;
+    // Bodies over 16 KB take 6 s, past the indexer's 2 s timeout, every time.
+    let plan = Plan {
+        slow_bodies_over: Some(16 << 10),
+        slow_for: Duration::from_secs(6),
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    let mut args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    args.extend(["--request-timeout-secs", "2"].map(String::from));
+    run_until_caught_up(&args);
+    let slowed = proxy.counts().slowed.load(Ordering::Relaxed);
+    assert!(slowed > 0);
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    println!(
+        "RESULT never answered: 1500 commands, bodies over 16 KB answered after 6 s against a 2 s timeout ({slowed} such requests); split until answered, {} documents equal the oracle",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_waiting_for_its_retry_never_lands_after_a_newer_delete_of_its_document() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-stale"),
+        unique("tags-v2-stale"),
+        unique("indexer"),
+    );
+    // One partition: an upsert of `resurrect` (marked), filler, then its delete.
+    let filler = messages(400, 400, 47);
+    let upsert = json!({"type": "upsert", "id": "resurrect", "tags": {"k": "v"}, "fields": {"title": "HELD-BY-PROXY"}});
+    let delete = json!({"type": "delete", "id": "resurrect"});
+    let mut all = vec![GeneratedMessage {
+        key: Some("resurrect".into()),
+        payload: upsert.to_string().into_bytes(),
+        poison: None,
+    }];
+    all.extend(filler);
+    all.push(GeneratedMessage {
+        key: Some("resurrect".into()),
+        payload: delete.to_string().into_bytes(),
+        poison: None,
+    });
+    produce_topic(&stack, &topic, 1, &all).await;
+    // Tombstones live 1 s, so a stale retry after the delete would bring the document back.
+    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
+    dual_indexer::es::ensure_index(&client, &index, dual_indexer::es::NEW_INDEX_TEMPLATE)
+        .await
+        .unwrap();
+    dual_indexer::cutover::index::put_settings(&client, &index, &json!({"gc_deletes": "1s"}))
+        .await
+        .unwrap();
+    let plan = Plan {
+        reject_marked: Some("HELD-BY-PROXY".into()),
+        reject_marked_until: Some(Instant::now() + Duration::from_secs(12)),
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    let mut args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    let at = args.iter().position(|a| a == "--batch-max-docs").unwrap();
+    args[at + 1] = "50".into();
+    run_until_caught_up(&args);
+    let rejected = proxy.counts().marked_rejected.load(Ordering::Relaxed);
+    assert!(rejected > 1, "the upsert was held back: {rejected}");
+    let records = read_topic(&stack, &topic);
+    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
+    assert!(!expected.contains_key("resurrect"));
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    assert_eq!(
+        dead_letters(&stack, &topic).len(),
+        0,
+        "a write refused for overload is held, not dead-lettered"
+    );
+    println!(
+        "RESULT stale retry: the upsert of a document answered 429 {rejected} times over 12 s while its delete was applied, with gc_deletes 1 s: the document stays deleted, {} documents equal the oracle",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_too_large_for_the_broker_is_written_truncated_with_its_origin() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-bigdlq"),
+        unique("tags-v2-bigdlq"),
+        unique("indexer"),
+    );
+    let mut all = messages(300, 300, 48);
+    let big = format!(
+        "{{\"type\": \"upsert\", \"id\": \"big\", \"junk\": \"{}\"",
+        "x".repeat(20_000)
+    );
+    all.insert(
+        100,
+        GeneratedMessage {
+            key: Some("big".into()),
+            payload: big.clone().into_bytes(),
+            poison: Some(Poison::InvalidJson),
+        },
+    );
+    produce_topic(&stack, &topic, 1, &all).await;
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.extend(["--dlq-kafka", "message.max.bytes=8000"].map(String::from));
+    run_until_caught_up(&args);
+    let letters = dead_letters(&stack, &topic);
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(
+        letter.headers["dual-indexer.payload.truncated"],
+        big.len().to_string()
+    );
+    assert_eq!(letter.headers["dual-indexer.source.offset"], "100");
+    assert_eq!(letter.headers["dual-indexer.error.class"], "decode");
+    assert!(big.as_bytes().starts_with(&letter.payload));
+    assert!(letter.payload.len() < 8000);
+    let records = read_topic(&stack, &topic);
+    let poison: HashSet<Vec<u8>> = [big.into_bytes()].into();
+    assert_index_equals(
+        &stack.new_es,
+        &index,
+        &oracle(&records, &poison, Versions::Offset),
+    )
+    .await;
+    assert_eq!(committed_total(&stack, &group, &topic), 301);
+    println!(
+        "RESULT oversized dead letter: a 20 KB poison against message.max.bytes 8000 written as a {}-byte letter with every origin header and dual-indexer.payload.truncated; the partition committed to its end",
+        letter.payload.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_lz4_and_zstd_topics_replay_to_the_oracle() {
+    let stack = stack();
+    let mut results = Vec::new();
+    for codec in ["gzip", "lz4", "zstd"] {
+        let (topic, index, group) = (
+            unique(&format!("e-{codec}")),
+            unique(&format!("tags-v2-{codec}")),
+            unique("indexer"),
+        );
+        let messages = messages(1_000, 300, 49);
+        let mut config = kafka_config(&stack);
+        config.set("compression.type", codec);
+        dual_indexer::source::topics::ensure_topic(&config, &topic, 2)
+            .await
+            .unwrap();
+        generate::produce(&config, &topic, &messages).await.unwrap();
+        run_until_caught_up(&run_args(&stack, &topic, &group, &index));
+        let records = read_topic(&stack, &topic);
+        assert_eq!(records.len(), 1_000);
+        let expected = oracle(&records, &HashSet::new(), Versions::Offset);
+        assert_index_equals(&stack.new_es, &index, &expected).await;
+        assert_eq!(committed_total(&stack, &group, &topic), 1_000);
+        results.push(format!("{codec} {} documents", expected.len()));
+    }
+    println!(
+        "RESULT compression: 1000 commands each, {}, all equal the oracle and committed to the end (snappy: the test broker refuses snappy batches, so it is not tested here)",
+        results.join(", ")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_built_from_another_partition_count_is_refused_with_offset_versions() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("e-parts"),
+        unique("tags-v2-parts"),
+        unique("indexer"),
+    );
+    produce_topic(&stack, &topic, 3, &messages(30, 30, 50)).await;
+    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
+    dual_indexer::es::ensure_index(&client, &index, dual_indexer::es::NEW_INDEX_TEMPLATE)
+        .await
+        .unwrap();
+    // The index was built from the topic when it had 2 partitions.
+    let (status, reply) = dual_indexer::es::request(
+        &client,
+        elasticsearch::http::Method::Put,
+        &format!("/{index}/_mapping"),
+        Some(&json!({"_meta": {"dual_indexer": {"partitions": {topic.clone(): 2}}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{reply}");
+    let mut child = indexer()
+        .args(run_args(&stack, &topic, &group, &index))
+        .stderr(std::process::Stdio::piped())
+        .guarded();
+    let stderr = read_in_background(child.stderr.take().unwrap());
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    let stderr = stderr.join().unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("has 3 partitions, but the index was built from 2"),
+        "{}",
+        tail(&stderr, 10)
+    );
+    assert_eq!(committed_total(&stack, &group, &topic), 0);
+    // A fresh index records the count, and the next start agrees with it.
+    let fresh = unique("tags-v2-parts");
+    run_until_caught_up(&run_args(&stack, &topic, &unique("indexer"), &fresh));
+    let (_, mapping) = dual_indexer::es::request(
+        &client,
+        elasticsearch::http::Method::Get,
+        &format!("/{fresh}/_mapping"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        mapping[&fresh]["mappings"]["_meta"]["dual_indexer"]["partitions"][&topic],
+        json!(3),
+        "{mapping}"
+    );
+    println!("RESULT partition count: an index built from 2 partitions refused for a 3-partition topic before consuming; a new index records 3");
+}
