@@ -815,7 +815,7 @@ pub struct BackfillArgs {
     /// index.gc_deletes on the target during the copy: how long delete tombstones refuse older backfilled copies ("keep": leave the setting alone).
     #[arg(long, default_value = "12h")]
     pub gc_deletes: String,
-    /// Bulk attempts per document before it is dead-lettered (also the attempts per page read).
+    /// Attempts per page read from the legacy cluster. Bulk writes are retried by time instead: an item-level 5xx for 600 s, a cluster condition (write block, overload, no answer) for as long as it lasts.
     #[arg(long, env = "DUAL_INDEXER_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// Timeout of one request to either cluster.

@@ -261,6 +261,45 @@ pub async fn ensure_index(
     }
 }
 
+/// The mapping `_meta` of `index` (or of the one index behind an alias); `{}` when it has none.
+pub async fn read_meta(client: &Elasticsearch, index: &str) -> anyhow::Result<Value> {
+    let mapping = request_ok(
+        client,
+        Method::Get,
+        &format!("/{index}/_mapping"),
+        None,
+        &format!("reading the mapping of `{index}`"),
+    )
+    .await?;
+    Ok(mapping
+        .as_object()
+        .and_then(|indices| indices.values().next())
+        .and_then(|m| m["mappings"].get("_meta"))
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({})))
+}
+
+/// Changes the mapping `_meta` of `index` with `change`. Elasticsearch replaces `_meta` whole, so
+/// it is read first and written back with every other key kept.
+pub async fn update_meta(
+    client: &Elasticsearch,
+    index: &str,
+    what: &str,
+    change: impl FnOnce(&mut Value),
+) -> anyhow::Result<()> {
+    let mut meta = read_meta(client, index).await?;
+    change(&mut meta);
+    request_ok(
+        client,
+        Method::Put,
+        &format!("/{index}/_mapping"),
+        Some(&serde_json::json!({ "_meta": meta })),
+        &format!("{what} in the `_meta` of `{index}`"),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Makes recent writes visible to search (real Elasticsearch needs this; the stand-in does not).
 pub async fn refresh(client: &Elasticsearch, index: &str) -> anyhow::Result<()> {
     request_ok(

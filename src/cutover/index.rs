@@ -208,14 +208,9 @@ pub async fn enter_bulk_load(
     index: &str,
     replicas: u64,
 ) -> anyhow::Result<()> {
-    let meta = json!({"_meta": {"dual_indexer": {"restore_settings": restore_values(replicas)}}});
-    es::request_ok(
-        client,
-        Method::Put,
-        &format!("/{index}/_mapping"),
-        Some(&meta),
-        &format!("recording the settings to restore on `{index}`"),
-    )
+    es::update_meta(client, index, "recording the settings to restore", |meta| {
+        meta["dual_indexer"]["restore_settings"] = restore_values(replicas);
+    })
     .await?;
     put_settings(
         client,

@@ -8,7 +8,6 @@
 //! `_meta` (`dual_indexer.partitions.<topic>`) the first time, compares it at every start, and
 //! stops at the first message from a partition past it.
 
-use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde_json::{json, Value};
 
@@ -30,34 +29,18 @@ pub async fn check_partitions(
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<i32> {
-    let mapping = es::request_ok(
-        client,
-        Method::Get,
-        &format!("/{index}/_mapping"),
-        None,
-        &format!("reading the mapping of `{index}`"),
-    )
-    .await?;
-    let meta = mapping
-        .as_object()
-        .and_then(|indices| indices.values().next())
-        .and_then(|m| m["mappings"].get("_meta"))
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let meta = es::read_meta(client, index).await?;
     if let Some(recorded) = recorded(&meta, topic) {
         if recorded != partitions {
             anyhow::bail!("{}", partition_change_error(topic, recorded, partitions));
         }
         return Ok(recorded);
     }
-    let mut meta = meta;
-    meta["dual_indexer"]["partitions"][topic] = json!(partitions);
-    es::request_ok(
+    es::update_meta(
         client,
-        Method::Put,
-        &format!("/{index}/_mapping"),
-        Some(&json!({ "_meta": meta })),
-        &format!("recording the partition count of `{topic}` in the `_meta` of `{index}`"),
+        index,
+        &format!("recording the partition count of `{topic}`"),
+        |meta| meta["dual_indexer"]["partitions"][topic] = json!(partitions),
     )
     .await?;
     tracing::info!(%index, %topic, partitions, "recorded the topic's partition count in the index's _meta");

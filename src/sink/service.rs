@@ -517,10 +517,17 @@ impl BulkSink {
     /// Drops the items of a batch about to be sent again that are no longer wanted (their
     /// partition was revoked) or were overtaken by a newer write of the same document.
     fn drop_unwanted(&self, batch: &mut Batch, outcomes: &mut Vec<(Ticket, ItemOutcome)>) {
-        if !batch.items.iter().any(|i| i.attempts > 0) {
+        let waiting = &self.shared.waiting;
+        let unwanted = |item: &BatchItem| {
+            self.wanted
+                .as_ref()
+                .is_some_and(|wanted| !wanted(item.ticket))
+                || (item.watched && waiting.overtaken(batch.quoted_id(item), item.version))
+        };
+        // The common case, nothing to drop, costs one check per item and no allocation.
+        if !batch.items.iter().any(unwanted) {
             return;
         }
-        let waiting = &self.shared.waiting;
         let mut dropped = Vec::new();
         let quoted: Vec<Vec<u8>> = batch
             .items

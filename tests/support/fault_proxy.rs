@@ -51,6 +51,9 @@ pub struct Plan {
     pub reject_marked: Option<String>,
     /// See `reject_marked`.
     pub reject_marked_until: Option<Instant>,
+    /// Every `_bulk` request is held unanswered until then, and its connection dropped: a
+    /// blackhole for writes only, so the indexer's start-up requests still pass.
+    pub hold_bulk_until: Option<Instant>,
 }
 
 /// A cluster condition answered to every `_bulk` item (not forwarded) while it lasts, as
@@ -346,6 +349,14 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
                 .next()
                 .unwrap_or_default()
                 .ends_with("/_bulk");
+        if let Some(until) = plan
+            .hold_bulk_until
+            .filter(|u| is_bulk && *u > Instant::now())
+        {
+            state.counts.held.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(until.into()).await;
+            return;
+        }
         let condition = *state.condition.lock().unwrap();
         let condition = condition.filter(|(_, until)| *until > Instant::now());
         let marked = plan
