@@ -46,7 +46,7 @@ pub fn write_decoded(out: &mut Vec<u8>, s: &std::borrow::Cow<'_, str>) {
 /// multi-line value is rewritten without the whitespace outside its strings.
 pub fn write_single_line(out: &mut Vec<u8>, raw: &str) {
     let bytes = raw.as_bytes();
-    if !bytes.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+    if memchr::memchr2(b'\n', b'\r', bytes).is_none() {
         out.extend_from_slice(bytes);
         return;
     }

@@ -113,6 +113,8 @@ enum Done {
     Dropped,
     /// The dead-letter topic refuses this indexer for good (authorisation).
     DeadLetterFatal(String),
+    /// Kafka's answer to a commit: each partition and offset, with the error if it failed.
+    Committed(Vec<(i32, i64, Option<String>)>),
 }
 
 enum Event<'a> {
@@ -227,6 +229,8 @@ pub struct Pipeline {
     flow: Flow,
     /// When offsets were last handed to the consumer to commit.
     last_commit: Option<tokio::time::Instant>,
+    /// Whether a commit is in flight.
+    committing: bool,
     /// How long a hold may last: [`HOLD_BEFORE_PAUSE`], or half of `max.poll.interval.ms`.
     hold_limit: Duration,
     max_pending: usize,
@@ -289,6 +293,7 @@ impl Pipeline {
             batches_sent: 0,
             flow: Flow::Reading,
             last_commit: None,
+            committing: false,
             hold_limit,
             max_pending,
             sealed_bytes: 0,
@@ -348,7 +353,7 @@ impl Pipeline {
                 }
                 Event::Linger => self.seal(),
                 Event::Commit => {
-                    self.commit(CommitMode::Async);
+                    self.commit();
                     self.board.pipeline_tick(self.counters());
                     self.board.holding(self.sink.holding());
                 }
@@ -385,7 +390,7 @@ impl Pipeline {
             Ok(_) => self.drain().await,
             Err(_) => Ok(()),
         };
-        self.commit(CommitMode::Sync);
+        self.final_commit();
         self.summary.unfinished = lock(&self.tracker).pending() as u64;
         let summary = self.summary.clone();
         drop(consumer);
@@ -599,6 +604,10 @@ impl Pipeline {
                 metrics::counter!("messages.dead_lettered", "class" => class).increment(1);
             }
             Done::Dropped => {}
+            Done::Committed(results) => {
+                self.committing = false;
+                self.on_committed(results);
+            }
             Done::DeadLetterFatal(reason) => anyhow::bail!("{reason}"),
         }
         Ok(())
@@ -732,56 +741,67 @@ impl Pipeline {
             .last_commit
             .is_none_or(|at| at.elapsed() >= IDLE_COMMIT_GAP.min(self.settings.commit_interval));
         if due && lock(&self.tracker).pending() == 0 {
-            self.commit(CommitMode::Async);
+            self.commit();
         }
     }
 
-    /// Hands the final offsets to the consumer. An asynchronous commit's result reaches the
-    /// tracker through the consumer's commit callback; a synchronous one's is recorded here.
-    fn commit(&mut self, mode: CommitMode) {
-        let commits = {
-            let mut tracker = lock(&self.tracker);
-            let offered = tracker.take_commits();
-            match mode {
-                CommitMode::Sync => tracker.commit_points(),
-                CommitMode::Async => offered,
-            }
-        };
+    /// Hands the final offsets to Kafka. The commit runs on a blocking thread, so the loop never
+    /// waits on the group coordinator, and its result comes back as [`Done::Committed`]: an offset
+    /// counts as committed only once Kafka confirmed it, and a failed one is offered again by the
+    /// next commit. One commit is in flight at a time.
+    fn commit(&mut self) {
+        if self.committing {
+            return;
+        }
+        let commits = lock(&self.tracker).take_commits();
         if commits.is_empty() {
             return;
         }
+        self.committing = true;
         self.last_commit = Some(tokio::time::Instant::now());
-        let mut list = TopicPartitionList::new();
-        for (partition, offset) in &commits {
-            if list
-                .add_partition_offset(&self.settings.topic, *partition, Offset::Offset(*offset))
-                .is_err()
-            {
-                continue;
+        let (consumer, topic) = (Arc::clone(&self.consumer), self.settings.topic.clone());
+        self.tasks.spawn(async move {
+            let failed = commits.clone();
+            let results =
+                tokio::task::spawn_blocking(move || commit_now(&consumer, &topic, &commits))
+                    .await
+                    .unwrap_or_else(|e| {
+                        let reason = format!("the commit thread failed: {e}");
+                        failed
+                            .into_iter()
+                            .map(|(p, o)| (p, o, Some(reason.clone())))
+                            .collect()
+                    });
+            Done::Committed(results)
+        });
+    }
+
+    /// Commits every partition's final offsets before the run ends, waiting for the answer.
+    fn final_commit(&mut self) {
+        let points = lock(&self.tracker).commit_points();
+        if !points.is_empty() {
+            let results = commit_now(&self.consumer, &self.settings.topic, &points);
+            self.on_committed(results);
+        }
+    }
+
+    /// Records what Kafka answered to a commit.
+    fn on_committed(&mut self, results: Vec<(i32, i64, Option<String>)>) {
+        let mut failed = Vec::new();
+        for (partition, offset, error) in results {
+            lock(&self.tracker).commit_result(partition, offset, error.is_none());
+            match error {
+                None => self
+                    .partition_metrics(partition)
+                    .committed
+                    .set(offset as f64),
+                Some(error) => failed.push((partition, offset, error)),
             }
         }
-        let result = self.consumer.commit(&list, mode);
-        if matches!(mode, CommitMode::Sync) {
-            let mut tracker = lock(&self.tracker);
-            for (partition, offset) in &commits {
-                tracker.commit_result(*partition, *offset, result.is_ok());
-            }
-        }
-        match result {
-            Ok(()) => {
-                for (partition, offset) in commits {
-                    self.partition_metrics(partition)
-                        .committed
-                        .set(offset as f64);
-                }
-            }
-            Err(e) => {
-                for (partition, offset) in &commits {
-                    lock(&self.tracker).commit_result(*partition, *offset, false);
-                }
-                metrics::counter!("offsets.commit_failures").increment(1);
-                tracing::warn!(error = %e, "offset commit failed; the next commit carries the same offsets");
-            }
+        if let Some((_, _, error)) = failed.first() {
+            metrics::counter!("offsets.commit_failures").increment(1);
+            let partitions: Vec<(i32, i64)> = failed.iter().map(|(p, o, _)| (*p, *o)).collect();
+            tracing::warn!(%error, ?partitions, "offset commit failed; the same offsets are committed again at the next commit");
         }
     }
 
@@ -844,6 +864,34 @@ impl Pipeline {
             "progress"
         );
     }
+}
+
+/// Commits `commits` and waits for Kafka's answer: each partition and offset, with the error if
+/// it failed (a commit can fail for some partitions only).
+fn commit_now(
+    consumer: &StreamConsumer<IndexerContext>,
+    topic: &str,
+    commits: &[(i32, i64)],
+) -> Vec<(i32, i64, Option<String>)> {
+    let mut list = TopicPartitionList::new();
+    for (partition, offset) in commits {
+        // Adding an offset to a fresh list fails only for an invalid offset, which the tracker
+        // never produces; such a partition is simply not committed this time.
+        let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    let result = consumer.commit(&list, CommitMode::Sync);
+    commits
+        .iter()
+        .map(|(partition, offset)| {
+            let element = list.find_partition(topic, *partition);
+            let error = match (&result, element.map(|e| e.error())) {
+                (Err(e), _) => Some(e.to_string()),
+                (Ok(()), Some(Err(e))) => Some(e.to_string()),
+                (Ok(()), _) => None,
+            };
+            (*partition, *offset, error)
+        })
+        .collect()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -796,3 +796,83 @@ async fn writes_of_a_revoked_partition_are_never_sent_after_its_new_owner_applie
         expected.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_commit_is_committed_again_rather_than_taken_for_done() {
+    use support::kafka_proxy::KafkaProxy;
+    let stack = stack();
+    let tansu =
+        std::env::var("TANSU_BIN").expect("TANSU_BIN is exported by `scripts/stack.sh env`");
+    // A private broker that advertises the proxy, so every connection of the indexer passes it.
+    let dir = std::env::temp_dir().join(unique("tansu-commits"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (broker_port, listener) = (
+        free_port(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let proxy_port = listener.local_addr().unwrap().port();
+    let _broker = std::process::Command::new(&tansu)
+        .current_dir(&dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{broker_port}"),
+        ])
+        .args([
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{proxy_port}"),
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .guarded();
+    wait_for("the private broker", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", broker_port)).ok()
+    });
+    let proxy = KafkaProxy::start(listener, broker_port);
+    let private = Stack {
+        brokers: format!("127.0.0.1:{proxy_port}"),
+        legacy_es: stack.legacy_es.clone(),
+        new_es: stack.new_es.clone(),
+    };
+    let (topic, index, group) = (
+        unique("e-commit"),
+        unique("tags-v2-commit"),
+        unique("indexer"),
+    );
+    let messages = messages(2_000, 500, 53);
+    produce_topic(&private, &topic, 2, &messages).await;
+    // Every commit fails until the whole topic is applied; then the broker takes commits again,
+    // and no message is left to move a commit point.
+    proxy.fail_commits(true);
+    let port = free_port();
+    let mut args = run_args(&private, &topic, &group, &index);
+    args.extend([
+        "--status-addr".into(),
+        format!("127.0.0.1:{port}"),
+        "--until-caught-up".into(),
+    ]);
+    let mut child = indexer().args(&args).guarded();
+    wait_for("the whole topic applied", Duration::from_secs(120), || {
+        let (_, status) = get(port, "/status")?;
+        let replay = &status["replay"];
+        (replay["consumed"] == 2_000 && replay["pending"] == 0).then_some(())
+    });
+    // Past the idle commit (at most 200 ms) and a regular one (1 s): all of them refused.
+    std::thread::sleep(Duration::from_secs(3));
+    let refused = proxy.refused();
+    assert!(refused > 0, "the commits were refused");
+    assert!(
+        committed_total(&private, &group, &topic) < 2_000,
+        "nothing reached the broker while commits failed"
+    );
+    proxy.fail_commits(false);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(90));
+    assert!(status.success(), "{status}");
+    assert_eq!(committed_total(&private, &group, &topic), 2_000);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "RESULT failed commits: 2000 commands applied while the broker refused every offset commit ({refused} refused); once it took commits again the same offsets were committed and the run caught up"
+    );
+}

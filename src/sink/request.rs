@@ -12,6 +12,13 @@ use crate::json_text::{write_str, write_u64};
 use crate::source::offsets::Ticket;
 use crate::transform::{Op, Write};
 
+/// How an index action line starts, up to its quoted `_id`.
+const INDEX_PREFIX: &[u8] = b"{\"index\":{\"_id\":";
+/// How a delete action line starts, up to its quoted `_id`.
+const DELETE_PREFIX: &[u8] = b"{\"delete\":{\"_id\":";
+/// What follows the quoted `_id` in an action line.
+const VERSION_KEY: &[u8] = b",\"version\":";
+
 /// The kind of bulk operation, which decides how some statuses are read (a 404 on a delete is
 /// the desired end state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,15 +60,6 @@ pub struct BatchItem {
     pub attempts: u32,
     /// The offset-tracker ticket of the message behind the item.
     pub ticket: Ticket,
-    /// The external version written.
-    pub version: u64,
-    /// When this item's bounded retries (5xx) started, if they have.
-    pub retrying_since: Option<std::time::Instant>,
-    /// Whether the sink watches for a newer write of this document while this one waits to be
-    /// retried (see `service::Waiting`).
-    pub watched: bool,
-    /// Byte range of the quoted `_id` within this item's lines.
-    id: Range<usize>,
     key: Option<Range<usize>>,
     payload: Range<usize>,
 }
@@ -104,13 +102,11 @@ impl Batch {
             Op::Delete => OpKind::Delete,
         };
         self.body.extend_from_slice(match op {
-            OpKind::Index => b"{\"index\":{\"_id\":",
-            OpKind::Delete => b"{\"delete\":{\"_id\":",
+            OpKind::Index => INDEX_PREFIX,
+            OpKind::Delete => DELETE_PREFIX,
         });
-        let id_start = self.body.len() - start;
         write_str(&mut self.body, &write.id);
-        let id = id_start..self.body.len() - start;
-        self.body.extend_from_slice(b",\"version\":");
+        self.body.extend_from_slice(VERSION_KEY);
         write_u64(&mut self.body, write.version);
         self.body
             .extend_from_slice(b",\"version_type\":\"external\"}}\n");
@@ -125,10 +121,6 @@ impl Batch {
             lines: start..self.body.len(),
             attempts: 0,
             ticket: provenance.ticket,
-            version: write.version,
-            retrying_since: None,
-            watched: false,
-            id,
             key,
             payload,
         });
@@ -165,10 +157,32 @@ impl Batch {
             .join(" ")
     }
 
-    /// The `_id` of `item` as it stands in the body: a quoted, escaped JSON string. One id always
-    /// encodes to the same bytes, so this serves as a key.
+    /// The `_id` of `item` as it stands in its action line: a quoted, escaped JSON string. One id
+    /// always encodes to the same bytes, so this serves as a key. Read back from the line rather
+    /// than kept per item, because only the rare retry path needs it.
     pub fn quoted_id<'b>(&'b self, item: &BatchItem) -> &'b [u8] {
-        &self.body[item.lines.start + item.id.start..item.lines.start + item.id.end]
+        let line = &self.body[item.lines.clone()];
+        let start = match item.op {
+            OpKind::Index => INDEX_PREFIX.len(),
+            OpKind::Delete => DELETE_PREFIX.len(),
+        };
+        // Inside the quoted id every `"` is escaped, so `,"version":` first occurs right after it.
+        let end =
+            memchr::memmem::find(&line[start..], VERSION_KEY).map_or(line.len(), |at| start + at);
+        &line[start..end]
+    }
+
+    /// The external version of `item`, read back from its action line (see [`Self::quoted_id`]).
+    pub fn version(&self, item: &BatchItem) -> u64 {
+        let line = &self.body[item.lines.clone()];
+        let digits = memchr::memmem::find(line, VERSION_KEY)
+            .map_or(&[][..], |at| &line[at + VERSION_KEY.len()..]);
+        digits
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0u64, |n, b| {
+                n.wrapping_mul(10).wrapping_add(u64::from(b - b'0'))
+            })
     }
 
     /// The document id of `item`, for messages.
@@ -260,6 +274,34 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_versions_read_back_from_action_lines_whatever_the_id_holds() {
+        let mut batch = Batch::default();
+        for (id, version) in [(r#"a","version":1"#, 7), ("\\", 8), ("é\n", u64::MAX)] {
+            batch.push(
+                Write {
+                    id: id.into(),
+                    version,
+                    op: Op::Index(b"{}".to_vec()),
+                },
+                provenance(1),
+            );
+        }
+        let read: Vec<(String, u64)> = batch
+            .items
+            .iter()
+            .map(|i| (batch.document_id(i), batch.version(i)))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (r#"a","version":1"#.to_owned(), 7),
+                ("\\".to_owned(), 8),
+                ("é\n".to_owned(), u64::MAX)
+            ]
+        );
+    }
+
+    #[test]
     fn origins_name_each_partitions_offset_range() {
         let mut batch = Batch::default();
         for (partition, offset) in [(2, 9), (0, 5), (2, 7), (0, 6)] {
@@ -303,6 +345,7 @@ mod tests {
         );
         assert_eq!(batch.document_id(&batch.items[1]), "d2");
         assert_eq!(batch.quoted_id(&batch.items[1]), b"\"d2\"");
+        assert_eq!(batch.version(&batch.items[1]), 2);
         assert_eq!(batch.retain(|_| true), 0);
     }
 

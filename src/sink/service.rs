@@ -200,11 +200,13 @@ impl Waiting {
         }
     }
 
-    /// Notes an applied write; nearly free while nothing waits.
+    /// Whether any write waits; while none does, applied writes need not be noted.
+    fn any(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 0
+    }
+
+    /// Notes an applied write.
     fn applied(&self, id: &[u8], version: u64) {
-        if self.count.load(Ordering::SeqCst) == 0 {
-            return;
-        }
         if let Some(watch) = self.lock().get_mut(id) {
             watch.newest_applied = watch.newest_applied.max(Some(version));
         }
@@ -216,6 +218,15 @@ impl Waiting {
             .and_then(|w| w.newest_applied)
             .is_some_and(|newest| newest > version)
     }
+}
+
+/// What a delivery remembers of an item waiting to be sent again.
+#[derive(Default)]
+struct Retrying {
+    /// When its bounded retries (5xx) started, if they have.
+    since: Option<Instant>,
+    /// Its quoted `_id`, while the sink watches for a newer write of the document.
+    watched: Option<Vec<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -299,8 +310,11 @@ impl BulkSink {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut queue = vec![(batch, 0u32)];
         let mut request_failures = 0u32;
+        // Items waiting to be sent again, kept aside so that the common path carries nothing.
+        // (A fatal error ends the run, so the documents it still watches need no unwatching.)
+        let mut retrying: HashMap<Ticket, Retrying> = HashMap::new();
         while let Some((mut batch, timeouts)) = queue.pop() {
-            self.drop_unwanted(&mut batch, &mut outcomes);
+            self.drop_unwanted(&mut batch, &mut retrying, &mut outcomes);
             if batch.is_empty() {
                 continue;
             }
@@ -315,7 +329,7 @@ impl BulkSink {
                     metrics::counter!("bulk.requests", "result" => "ok").increment(1);
                     request_failures = 0;
                     self.shared.lone_refusals.store(0, Ordering::SeqCst);
-                    if let Some((retry, wait)) = self.read_items(&batch, results, &mut outcomes)? {
+                    if let Some((retry, wait)) = self.read_items(&batch, results, &mut retrying, &mut outcomes)? {
                         tokio::time::sleep(wait).await;
                         queue.push((batch.subset(retry), 0));
                     }
@@ -426,6 +440,7 @@ impl BulkSink {
         &self,
         batch: &Batch,
         results: Vec<ItemResult>,
+        retrying: &mut HashMap<Ticket, Retrying>,
         outcomes: &mut Vec<(Ticket, ItemOutcome)>,
     ) -> Result<Option<(Vec<BatchItem>, Duration)>, Fatal> {
         let decisions: Vec<ItemDecision> = batch
@@ -448,7 +463,10 @@ impl BulkSink {
         // Items to send again are watched before this answer's applied writes are noted, so a
         // newer write of the same document in the same answer overtakes them.
         for ((item, result), decision) in batch.items.iter().zip(&results).zip(&decisions) {
-            let since = item.retrying_since.unwrap_or(now);
+            let since = retrying
+                .get(&item.ticket)
+                .and_then(|s| s.since)
+                .unwrap_or(now);
             let again = match decision {
                 ItemDecision::Hold => {
                     held.get_or_insert_with(|| describe(result));
@@ -458,15 +476,16 @@ impl BulkSink {
                 _ => false,
             };
             if again {
-                let mut item = item.clone();
+                let state = retrying.entry(item.ticket).or_default();
                 if *decision == ItemDecision::Retry {
-                    item.retrying_since = Some(since);
+                    state.since = Some(since);
                 }
-                if !item.watched {
-                    self.shared.waiting.watch(batch.quoted_id(&item));
-                    item.watched = true;
+                if state.watched.is_none() {
+                    let id = batch.quoted_id(item).to_vec();
+                    self.shared.waiting.watch(&id);
+                    state.watched = Some(id);
                 }
-                retry.push(item);
+                retry.push(item.clone());
             }
         }
         for ((item, result), decision) in batch.items.iter().zip(&results).zip(decisions) {
@@ -490,13 +509,14 @@ impl BulkSink {
             if matches!(
                 outcome,
                 ItemOutcome::Applied(_) | ItemOutcome::AlreadyApplied
-            ) {
+            ) && self.shared.waiting.any()
+            {
                 self.shared
                     .waiting
-                    .applied(batch.quoted_id(item), item.version);
+                    .applied(batch.quoted_id(item), batch.version(item));
             }
-            if item.watched {
-                self.shared.waiting.unwatch(batch.quoted_id(item));
+            if let Some(id) = retrying.remove(&item.ticket).and_then(|s| s.watched) {
+                self.shared.waiting.unwatch(&id);
             }
             outcomes.push((item.ticket, outcome));
         }
@@ -516,48 +536,47 @@ impl BulkSink {
 
     /// Drops the items of a batch about to be sent again that are no longer wanted (their
     /// partition was revoked) or were overtaken by a newer write of the same document.
-    fn drop_unwanted(&self, batch: &mut Batch, outcomes: &mut Vec<(Ticket, ItemOutcome)>) {
+    fn drop_unwanted(
+        &self,
+        batch: &mut Batch,
+        retrying: &mut HashMap<Ticket, Retrying>,
+        outcomes: &mut Vec<(Ticket, ItemOutcome)>,
+    ) {
         let waiting = &self.shared.waiting;
-        let unwanted = |item: &BatchItem| {
-            self.wanted
-                .as_ref()
-                .is_some_and(|wanted| !wanted(item.ticket))
-                || (item.watched && waiting.overtaken(batch.quoted_id(item), item.version))
-        };
-        // The common case, nothing to drop, costs one check per item and no allocation.
-        if !batch.items.iter().any(unwanted) {
-            return;
-        }
-        let mut dropped = Vec::new();
-        let quoted: Vec<Vec<u8>> = batch
-            .items
-            .iter()
-            .map(|i| batch.quoted_id(i).to_vec())
-            .collect();
-        let mut index = 0;
-        batch.retain(|item| {
-            let id = &quoted[index];
-            index += 1;
-            let outcome = if self
+        let verdict = |item: &BatchItem| {
+            if self
                 .wanted
                 .as_ref()
                 .is_some_and(|wanted| !wanted(item.ticket))
             {
-                ItemOutcome::Revoked
-            } else if item.watched && waiting.overtaken(id, item.version) {
-                metrics::counter!("bulk.items.overtaken").increment(1);
-                ItemOutcome::AlreadyApplied
-            } else {
+                return Some(ItemOutcome::Revoked);
+            }
+            let id = retrying.get(&item.ticket)?.watched.as_ref()?;
+            waiting
+                .overtaken(id, batch.version(item))
+                .then_some(ItemOutcome::AlreadyApplied)
+        };
+        // The common case, nothing to drop, costs one check per item and no allocation.
+        if !batch.items.iter().any(|i| verdict(i).is_some()) {
+            return;
+        }
+        let verdicts: Vec<Option<ItemOutcome>> = batch.items.iter().map(verdict).collect();
+        let mut verdicts = verdicts.into_iter();
+        batch.retain(|item| {
+            let Some(outcome) = verdicts.next().flatten() else {
                 return true;
             };
-            if item.watched {
-                waiting.unwatch(id);
+            if outcome == ItemOutcome::AlreadyApplied {
+                metrics::counter!("bulk.items.overtaken").increment(1);
             }
-            dropped.push((item.ticket, outcome));
+            if let Some(id) = retrying.remove(&item.ticket).and_then(|s| s.watched) {
+                waiting.unwatch(&id);
+            }
+            outcomes.push((item.ticket, outcome));
             false
         });
-        outcomes.extend(dropped);
     }
+
     async fn send(&self, body: &[u8]) -> Attempt {
         let mut headers = HeaderMap::new();
         headers.insert(

@@ -74,22 +74,6 @@ impl ConsumerContext for IndexerContext {
         self.rebalanced.store(true, Ordering::SeqCst);
     }
 
-    /// Records each commit's result: an offset counts as committed only once Kafka confirmed it,
-    /// and a failed commit is offered again at the next commit.
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let mut tracker = lock(&self.tracker);
-        for element in offsets.elements_for_topic(&self.topic) {
-            if let Offset::Offset(offset) = element.offset() {
-                tracker.commit_result(element.partition(), offset, result.is_ok());
-            }
-        }
-        drop(tracker);
-        if let Err(e) = result {
-            metrics::counter!("offsets.commit_failures").increment(1);
-            tracing::warn!(error = %e, topic = %self.topic, "an offset commit failed; the same offsets are committed again at the next commit");
-        }
-    }
-
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {

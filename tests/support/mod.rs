@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod fault_proxy;
+pub mod kafka_proxy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
