@@ -4,10 +4,12 @@
 //! - [`retry`] is the decision table (status → applied / already applied / retry / dead-letter / fatal);
 //! - [`service`] sends one batch until every item has a final outcome.
 
+mod hold;
 pub mod layout;
 pub mod request;
 pub mod retry;
 pub mod service;
+mod waiting;
 
 pub use request::{Batch, BatchItem, OpKind, Original, Provenance};
 pub use service::{BulkSink, Fatal, ItemOutcome, RetryPolicy, Wanted};

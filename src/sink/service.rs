@@ -1,20 +1,14 @@
 //! Sending one batch until every item in it has a final outcome.
 //!
 //! [`BulkSink::deliver`] owns a batch for its whole life and follows the decision table in
-//! [`super::retry`]. What it shares between the deliveries in flight:
-//! - the **hold**: while the cluster refuses writes for a reason of its own (a block, a closed
-//!   index, an overload, no answer), the reason and since when, for `/readyz`, the
-//!   `sink.holding` gauge and a loud log line once a minute;
-//! - the **waiting documents**: a write waiting to be retried must never land after a newer
-//!   write of the same document, or it would bring back a deleted document once the delete's
-//!   tombstone expired (`index.gc_deletes`). While one waits, every applied write of the same
-//!   `_id` is noted, and a waiting write that a newer one overtook is dropped as already applied;
-//! - the count of lone documents refused in a row by a whole-request 400.
+//! [`super::retry`]. What it shares between the deliveries in flight: the hold
+//! ([`super::hold`]), the documents with a write waiting for its retry ([`super::waiting`]),
+//! and the count of lone documents refused in a row by a whole-request 400.
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -22,18 +16,17 @@ use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde::Deserialize;
 
+use super::hold::Hold;
 use super::request::{Batch, BatchItem, OpKind, Original};
 use super::retry::{
     backoff, classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
 };
+use super::waiting::Waiting;
 use crate::source::offsets::Ticket;
 
 /// Requests of one batch that got no answer within the timeout, in a row, after which the batch
 /// is sent in halves: a body that is always too slow to index would otherwise be resent forever.
 const SPLIT_AFTER_TIMEOUTS: u32 = 2;
-
-/// How often a hold that goes on is logged again.
-const HOLD_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// How retries are paced and bounded.
 #[derive(Debug, Clone)]
@@ -111,113 +104,6 @@ struct Shared {
     hold: Hold,
     waiting: Waiting,
     lone_refusals: AtomicU32,
-}
-
-/// Why writes are held, and since when.
-#[derive(Default)]
-struct Hold(Mutex<HoldState>);
-
-#[derive(Default)]
-struct HoldState {
-    reason: Option<String>,
-    since: Option<Instant>,
-    logged: Option<Instant>,
-}
-
-impl Hold {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HoldState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn hold(&self, index: &str, reason: &str) {
-        let mut state = self.lock();
-        let since = *state.since.get_or_insert_with(Instant::now);
-        if state.reason.is_none() {
-            metrics::gauge!("sink.holding").set(1.0);
-        }
-        state.reason = Some(reason.to_owned());
-        if state.logged.is_none_or(|at| at.elapsed() >= HOLD_LOG_EVERY) {
-            state.logged = Some(Instant::now());
-            tracing::warn!(
-                %index, held_secs = since.elapsed().as_secs(), %reason,
-                "Elasticsearch refuses writes for a reason of the cluster, not of the documents; holding them (nothing is dead-lettered or committed past them) and retrying until it accepts them"
-            );
-        }
-    }
-
-    fn lift(&self, index: &str) {
-        let mut state = self.lock();
-        if state.reason.take().is_some() {
-            metrics::gauge!("sink.holding").set(0.0);
-            let since = state.since.take().map_or(0, |s| s.elapsed().as_secs());
-            if state.logged.is_some_and(|at| at.elapsed() < HOLD_LOG_EVERY) {
-                tracing::info!(%index, held_secs = since, "Elasticsearch accepts writes again");
-            }
-        }
-    }
-
-    fn reason(&self) -> Option<String> {
-        let state = self.lock();
-        let since = state.since?;
-        state
-            .reason
-            .as_ref()
-            .map(|r| format!("{r} (for {} s)", since.elapsed().as_secs()))
-    }
-}
-
-/// Documents with a write waiting to be retried, and the newest version applied for each since.
-#[derive(Default)]
-struct Waiting {
-    ids: Mutex<HashMap<Vec<u8>, Watch>>,
-    count: AtomicUsize,
-}
-
-#[derive(Default)]
-struct Watch {
-    waiters: usize,
-    newest_applied: Option<u64>,
-}
-
-impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Watch>> {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn watch(&self, id: &[u8]) {
-        self.lock().entry(id.to_vec()).or_default().waiters += 1;
-        self.count.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn unwatch(&self, id: &[u8]) {
-        let mut ids = self.lock();
-        if let Some(watch) = ids.get_mut(id) {
-            watch.waiters -= 1;
-            if watch.waiters == 0 {
-                ids.remove(id);
-            }
-            self.count.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Whether any write waits; while none does, applied writes need not be noted.
-    fn any(&self) -> bool {
-        self.count.load(Ordering::SeqCst) > 0
-    }
-
-    /// Notes an applied write.
-    fn applied(&self, id: &[u8], version: u64) {
-        if let Some(watch) = self.lock().get_mut(id) {
-            watch.newest_applied = watch.newest_applied.max(Some(version));
-        }
-    }
-
-    fn overtaken(&self, id: &[u8], version: u64) -> bool {
-        self.lock()
-            .get(id)
-            .and_then(|w| w.newest_applied)
-            .is_some_and(|newest| newest > version)
-    }
 }
 
 /// What a delivery remembers of an item waiting to be sent again.

@@ -483,9 +483,23 @@ pub fn terminate(child: &Child) {
 }
 
 /// The committed offsets of `group` on `topic`, and the topic's high watermarks.
+///
+/// Under the load of a whole test run the test broker has answered a metadata request after more
+/// than the reader's 10 s; such a slow answer is asked again, twice, before the test fails.
 pub fn committed_and_high(stack: &Stack, group: &str, topic: &str) -> Vec<(i32, Option<i64>, i64)> {
-    dual_indexer::source::group::positions(&kafka_config(stack), group, topic)
-        .unwrap()
+    let config = kafka_config(stack);
+    let mut attempt = 0;
+    let positions = loop {
+        attempt += 1;
+        match dual_indexer::source::group::positions(&config, group, topic) {
+            Ok(positions) => break positions,
+            Err(e) if attempt < 3 => {
+                eprintln!("reading the positions of {group} on {topic}: {e}; asking again")
+            }
+            Err(e) => panic!("reading the positions of {group} on {topic}, three times: {e}"),
+        }
+    };
+    positions
         .into_iter()
         .map(|p| (p.partition, p.committed, p.high))
         .collect()
