@@ -2,7 +2,9 @@
 //!
 //! - [`request`] builds `_bulk` bodies;
 //! - [`retry`] is the decision table (status → applied / already applied / retry / dead-letter / fatal);
-//! - [`service`] sends one batch until every item has a final outcome.
+//! - [`service`] sends one batch until every item has a final outcome, with `hold` (why writes
+//!   are held) and `waiting` (documents with a write waiting for its retry);
+//! - [`layout`] records and checks the topic's partition count that offset versions rely on.
 
 mod hold;
 pub mod layout;
