@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dual_indexer::generate::{self, GeneratedMessage, GeneratorSpec, Poison};
+use dual_indexer::generate::{self, GeneratedMessage, Poison};
 use serde_json::{json, Value};
 use support::fault_proxy::{Condition, FaultProxy, Plan};
 use support::*;
@@ -20,13 +20,7 @@ use support::*;
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
 fn messages(count: usize, ids: usize, seed: u64) -> Vec<GeneratedMessage> {
-    generate::messages(&GeneratorSpec {
-        count,
-        ids,
-        tags: 10,
-        seed,
-        poison_every: 0,
-    })
+    generated(count, ids, seed, 0)
 }
 
 /// `run` arguments through `es_url`, with short retries so faults cost seconds, not minutes.

@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use dual_indexer::generate::{self, GeneratedMessage, GeneratorSpec};
+use dual_indexer::generate::GeneratedMessage;
 use support::fault_proxy::{FaultProxy, Plan};
 use support::*;
 
@@ -24,13 +24,7 @@ fn full() -> bool {
 }
 
 fn messages(count: usize, ids: usize, seed: u64) -> Vec<GeneratedMessage> {
-    generate::messages(&GeneratorSpec {
-        count,
-        ids,
-        tags: 10,
-        seed,
-        poison_every: 250,
-    })
+    generated(count, ids, seed, 250)
 }
 
 /// `run` arguments through `es_url`, with short retries so faults cost seconds, not minutes.

@@ -57,6 +57,23 @@ pub fn stack() -> Stack {
     stack
 }
 
+/// A generated command stream of `count` commands over `ids` documents with 10 tags each, and one
+/// poison message every `poison_every` commands (0: none).
+pub fn generated(
+    count: usize,
+    ids: usize,
+    seed: u64,
+    poison_every: usize,
+) -> Vec<GeneratedMessage> {
+    dual_indexer::generate::messages(&dual_indexer::generate::GeneratorSpec {
+        count,
+        ids,
+        tags: 10,
+        seed,
+        poison_every,
+    })
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
