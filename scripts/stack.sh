@@ -142,6 +142,8 @@ cmd_status() {
     if alive "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"), port $(cat "$STATE/$name.port"))"
     else echo "$name: stopped"; ok=1; fi
   done
+  # Running processes without their addresses are no usable stack either.
+  [ -f "$ENV_FILE" ] || { echo "env file: missing ($ENV_FILE)"; ok=1; }
   return $ok
 }
 

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # The test command: brings the local stack up if it is not running, runs fmt, clippy and every
 # test against it, and stops the stack again if this script started it.
+#
+#   scripts/test.sh           reuse a running stack, or start one
+#   scripts/test.sh --fresh   stop any running stack first and start a new one (CI's situation)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+
+case "${1:-}" in
+  "") ;;
+  --fresh) scripts/stack.sh down >/dev/null 2>&1 || true ;;
+  *) echo "usage: scripts/test.sh [--fresh]" >&2; exit 2 ;;
+esac
 
 started=0
 if ! scripts/stack.sh status >/dev/null 2>&1; then
@@ -12,7 +21,10 @@ if ! scripts/stack.sh status >/dev/null 2>&1; then
 fi
 cleanup() { if [ "$started" = 1 ]; then scripts/stack.sh down >/dev/null 2>&1 || true; fi; }
 trap cleanup EXIT
-eval "$(scripts/stack.sh env)"
+# Not `eval "$(…)"`: that succeeds when the command inside fails, and the tests would run without
+# the stack's addresses.
+stack_env=$(scripts/stack.sh env) || { echo "test.sh: the stack's addresses could not be read" >&2; exit 1; }
+eval "$stack_env"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -377,11 +377,23 @@ pub fn assert_dead_letters(
 }
 
 /// The `dual-indexer` binary under test.
+///
+/// The caller's `DUAL_INDEXER_…` settings are removed, so a variable left in the shell (a status
+/// address, a schema) cannot change what a test runs; only the test run's mark stays, by which
+/// `scripts/test.sh` finds leftover processes.
 pub fn indexer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dual-indexer"));
     c.env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    for (name, _) in std::env::vars_os() {
+        let is_setting = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("DUAL_INDEXER_") && n != "DUAL_INDEXER_TEST_RUN");
+        if is_setting {
+            c.env_remove(name);
+        }
+    }
     c
 }
 
