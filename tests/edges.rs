@@ -40,6 +40,18 @@ fn args_via(stack: &Stack, topic: &str, group: &str, index: &str, es_url: &str) 
     args
 }
 
+/// Asserts that `index` equals the oracle of the whole of `topic` (offset versions, no poison)
+/// and returns the oracle.
+async fn assert_matches_oracle(
+    stack: &Stack,
+    topic: &str,
+    index: &str,
+) -> std::collections::BTreeMap<String, Value> {
+    let expected = oracle(&read_topic(stack, topic), &HashSet::new(), Versions::Offset);
+    assert_index_equals(&stack.new_es, index, &expected).await;
+    expected
+}
+
 fn run_until_caught_up(args: &[String]) -> String {
     let mut child = indexer().args(args).args(["--until-caught-up"]).guarded();
     let stdout = read_in_background(child.stdout.take().unwrap());
@@ -291,9 +303,7 @@ async fn cluster_conditions_hold_the_replay_and_never_dead_letter() {
         committed_during.iter().all(|c| *c == 0),
         "nothing is committed while every write is refused: {committed_during:?}"
     );
-    let records = read_topic(&stack, &topic);
-    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
-    assert_index_equals(&stack.new_es, &index, &expected).await;
+    let expected = assert_matches_oracle(&stack, &topic, &index).await;
     let letters = dead_letters(&stack, &topic).len();
     assert_eq!(letters, 0, "a cluster condition is not a document error");
     println!(
@@ -325,9 +335,7 @@ async fn an_answer_without_items_is_not_taken_for_success() {
             .load(Ordering::Relaxed),
         5
     );
-    let records = read_topic(&stack, &topic);
-    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
-    assert_index_equals(&stack.new_es, &index, &expected).await;
+    let expected = assert_matches_oracle(&stack, &topic, &index).await;
     println!(
         "RESULT answers without items: 2000 commands, 5 bulk answers `200 {{}}`; {} documents equal the oracle",
         expected.len()
@@ -352,9 +360,7 @@ async fn a_batch_too_slow_to_ever_answer_is_split_until_it_is_answered() {
     run_until_caught_up(&args);
     let slowed = proxy.counts().slowed.load(Ordering::Relaxed);
     assert!(slowed > 0);
-    let records = read_topic(&stack, &topic);
-    let expected = oracle(&records, &HashSet::new(), Versions::Offset);
-    assert_index_equals(&stack.new_es, &index, &expected).await;
+    let expected = assert_matches_oracle(&stack, &topic, &index).await;
     println!(
         "RESULT never answered: 1500 commands, bodies over 16 KB answered after 6 s against a 2 s timeout ({slowed} such requests); split until answered, {} documents equal the oracle",
         expected.len()

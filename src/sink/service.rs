@@ -345,6 +345,7 @@ impl BulkSink {
             .collect();
         let now = Instant::now();
         let mut retry = Vec::new();
+        let mut sent_again = Vec::with_capacity(batch.len());
         let mut held = None;
         // Items to send again are watched before this answer's applied writes are noted, so a
         // newer write of the same document in the same answer overtakes them.
@@ -361,6 +362,7 @@ impl BulkSink {
                 ItemDecision::Retry => now.duration_since(since) < self.policy.item_retry_for,
                 _ => false,
             };
+            sent_again.push(again);
             if again {
                 let state = retrying.entry(item.ticket).or_default();
                 if *decision == ItemDecision::Retry {
@@ -374,12 +376,13 @@ impl BulkSink {
                 retry.push(item.clone());
             }
         }
-        for ((item, result), decision) in batch.items.iter().zip(&results).zip(decisions) {
+        let answered = batch.items.iter().zip(&results).zip(decisions);
+        for (((item, result), decision), again) in answered.zip(sent_again) {
             let outcome = match decision {
                 ItemDecision::Applied => ItemOutcome::Applied(item.op),
                 ItemDecision::AlreadyApplied => ItemOutcome::AlreadyApplied,
                 ItemDecision::Hold => continue,
-                ItemDecision::Retry if retry.iter().any(|r| r.ticket == item.ticket) => continue,
+                ItemDecision::Retry if again => continue,
                 ItemDecision::Retry => dead_letter("retries_exhausted", result, item, batch),
                 ItemDecision::DeadLetter => dead_letter("mapping", result, item, batch),
                 ItemDecision::Fatal => {
