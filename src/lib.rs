@@ -9,6 +9,7 @@
 //! clusters; [`cutover`] moves reads between indices; [`verify`] compares the clusters; [`backfill`] copies the history Kafka no longer holds; [`telemetry`] sets up logs and metrics.
 
 pub mod backfill;
+pub mod backoff;
 pub mod cli;
 pub mod command;
 pub mod config;

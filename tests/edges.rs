@@ -392,24 +392,14 @@ async fn a_write_waiting_for_its_retry_never_lands_after_a_newer_delete_of_its_d
     });
     produce_topic(&stack, &topic, 1, &all).await;
     // Tombstones live 1 s, so a stale retry after the delete would bring the document back.
-    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
-    dual_indexer::es::ensure_index(&client, &index, dual_indexer::es::NEW_INDEX_TEMPLATE)
-        .await
-        .unwrap();
-    dual_indexer::cutover::index::put_settings(&client, &index, &json!({"gc_deletes": "1s"}))
-        .await
-        .unwrap();
+    create_index_with_short_tombstones(&stack, &index).await;
     let plan = Plan {
         reject_marked: Some("HELD-BY-PROXY".into()),
         reject_marked_until: Some(Instant::now() + Duration::from_secs(12)),
         ..Plan::default()
     };
     let proxy = FaultProxy::start(&stack.new_es, plan).await;
-    let mut args = args_via(&stack, &topic, &group, &index, &proxy.url);
-    let at = args.iter().position(|a| a == "--batch-max-docs").unwrap();
-    args[at + 1] = "50".into();
-    run_until_caught_up(&args);
-    let rejected = proxy.counts().marked_rejected.load(Ordering::Relaxed);
+    let rejected = replay_in_batches_of_50(&stack, &topic, &group, &index, &proxy);
     assert!(rejected > 1, "the upsert was held back: {rejected}");
     let records = read_topic(&stack, &topic);
     let expected = oracle(&records, &HashSet::new(), Versions::Offset);
@@ -422,6 +412,53 @@ async fn a_write_waiting_for_its_retry_never_lands_after_a_newer_delete_of_its_d
     );
     println!(
         "RESULT stale retry: the upsert of a document answered 429 {rejected} times over 12 s while its delete was applied, with gc_deletes 1 s: the document stays deleted, {} documents equal the oracle",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_first_answer_comes_after_its_documents_delete_never_lands() {
+    let stack = stack();
+    let (topic, index, group) = (unique("e-late"), unique("tags-v2-late"), unique("indexer"));
+    // One partition: an upsert of `resurrect` (marked), filler, then its delete, in a later batch.
+    let upsert = json!({"type": "upsert", "id": "resurrect", "tags": {"k": "v"}, "fields": {"title": "ANSWERED-LATE"}});
+    let delete = json!({"type": "delete", "id": "resurrect"});
+    let command = |payload: &Value| GeneratedMessage {
+        key: Some("resurrect".into()),
+        payload: payload.to_string().into_bytes(),
+        poison: None,
+    };
+    let mut all = vec![command(&upsert)];
+    all.extend(messages(300, 300, 48));
+    all.push(command(&delete));
+    produce_topic(&stack, &topic, 1, &all).await;
+    create_index_with_short_tombstones(&stack, &index).await;
+    // The upsert's request is answered only after 4 s, with the upsert refused 429: by then the
+    // later batches, the delete among them, were applied, and its tombstone (1 s) has expired.
+    // The upsert's retry is forwarded.
+    let plan = Plan {
+        reject_marked: Some("ANSWERED-LATE".into()),
+        reject_marked_until: Some(Instant::now() + Duration::from_secs(3)),
+        slow_marked_for: Duration::from_secs(4),
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    let rejected = replay_in_batches_of_50(&stack, &topic, &group, &index, &proxy);
+    assert_eq!(rejected, 1, "the upsert's only answer was the late 429");
+    assert!(
+        proxy.acknowledged("resurrect", 301),
+        "the delete was applied: {}",
+        proxy.counts().describe()
+    );
+    let expected = oracle(
+        &read_topic(&stack, &topic),
+        &HashSet::new(),
+        Versions::Offset,
+    );
+    assert!(!expected.contains_key("resurrect"));
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+    println!(
+        "RESULT late answer: an upsert answered 429 4 s late, after its delete (later batch) was applied and its tombstone expired (gc_deletes 1 s): never sent again, {} documents equal the oracle",
         expected.len()
     );
 }
@@ -714,13 +751,7 @@ async fn writes_of_a_revoked_partition_are_never_sent_after_its_new_owner_applie
     // delete's tombstone expired (gc_deletes 1 s) would show as a document the oracle lacks.
     let messages = messages(2_000, 100, 52);
     produce_topic(&stack, &topic, 2, &messages).await;
-    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
-    dual_indexer::es::ensure_index(&client, &index, dual_indexer::es::NEW_INDEX_TEMPLATE)
-        .await
-        .unwrap();
-    dual_indexer::cutover::index::put_settings(&client, &index, &json!({"gc_deletes": "1s"}))
-        .await
-        .unwrap();
+    create_index_with_short_tombstones(&stack, &index).await;
     // The first member writes through a proxy that answers nothing for 40 s: it reads both
     // partitions and holds their writes, queued and in flight.
     let hole = Duration::from_secs(40);
@@ -875,4 +906,32 @@ async fn a_failed_commit_is_committed_again_rather_than_taken_for_done() {
     println!(
         "RESULT failed commits: 2000 commands applied while the broker refused every offset commit ({refused} refused); once it took commits again the same offsets were committed and the run caught up"
     );
+}
+
+/// Creates `index` with tombstones that live 1 s, so a write sent after its document's delete
+/// would bring the document back.
+async fn create_index_with_short_tombstones(stack: &Stack, index: &str) {
+    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
+    dual_indexer::es::ensure_index(&client, index, dual_indexer::es::NEW_INDEX_TEMPLATE)
+        .await
+        .unwrap();
+    dual_indexer::cutover::index::put_settings(&client, index, &json!({"gc_deletes": "1s"}))
+        .await
+        .unwrap();
+}
+
+/// Replays `topic` through `proxy` in batches of 50 documents, so that a document's later
+/// commands travel in later requests; returns how many marked items the proxy refused.
+fn replay_in_batches_of_50(
+    stack: &Stack,
+    topic: &str,
+    group: &str,
+    index: &str,
+    proxy: &FaultProxy,
+) -> u64 {
+    let mut args = args_via(stack, topic, group, index, &proxy.url);
+    let at = args.iter().position(|a| a == "--batch-max-docs").unwrap();
+    args[at + 1] = "50".into();
+    run_until_caught_up(&args);
+    proxy.counts().marked_rejected.load(Ordering::Relaxed)
 }

@@ -53,10 +53,11 @@ use tokio::sync::watch;
 
 use self::checkpoint::{ChangedSettings, Checkpoint, SliceState};
 use self::pace::Pacer;
+use crate::backoff::{backoff, jitter};
 use crate::cutover::{alias, index, redact_url, unix_now};
+use crate::dlq::ErrorClass;
 use crate::es::{self, Hit};
-use crate::sink::retry::backoff;
-use crate::sink::{Batch, BulkSink, ItemOutcome, Provenance, RetryPolicy};
+use crate::sink::{Batch, BulkSink, ItemOutcome, Original, Provenance, Refusal, RetryPolicy};
 use crate::source::offsets::Ticket;
 use crate::transform::{legacy, Op, Write};
 
@@ -638,12 +639,7 @@ async fn read_page(copy: &Copy, slice: &SliceState, after: Option<String>) -> an
                 });
             }
             Err(e) if attempt + 1 < settings.retry.max_attempts => {
-                let wait = backoff(
-                    attempt,
-                    settings.retry.base,
-                    settings.retry.max,
-                    crate::sink::service::jitter(),
-                );
+                let wait = backoff(attempt, settings.retry.base, settings.retry.max, jitter());
                 tracing::warn!(slice = slice.slice, error = %e, attempt, ?wait, "reading the legacy index failed; retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
@@ -709,11 +705,14 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
                 settings,
                 slice,
                 &hit.id,
-                "transform",
-                reason,
-                None,
-                0,
                 hit.source.clone(),
+                Refusal {
+                    class: ErrorClass::Transform,
+                    reason,
+                    es_type: None,
+                    attempts: 0,
+                    original: Original::default(),
+                },
             )),
         }
     }
@@ -729,19 +728,12 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
                 ItemOutcome::AlreadyApplied => tally.kept_newer += 1,
                 // Backfill's sink has no notion of revocation: it never drops an item.
                 ItemOutcome::Revoked => {}
-                ItemOutcome::DeadLetter {
-                    class,
-                    reason,
-                    es_type,
-                    attempts,
-                    original,
-                } => {
+                ItemOutcome::DeadLetter(refusal) => {
+                    let original = &refusal.original;
                     let id = String::from_utf8_lossy(original.key.as_deref().unwrap_or_default())
                         .into_owned();
                     let source = serde_json::from_slice(&original.payload).unwrap_or(Value::Null);
-                    letters.push(dead_letter(
-                        settings, slice, &id, class, reason, es_type, attempts, source,
-                    ));
+                    letters.push(dead_letter(settings, slice, &id, source, refusal));
                 }
             }
         }
@@ -765,24 +757,22 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
 }
 
 #[allow(clippy::too_many_arguments)]
+/// A line of the dead-letter file for document `id` of `slice`, read as `source`.
 fn dead_letter(
     settings: &BackfillSettings,
     slice: usize,
     id: &str,
-    class: &str,
-    reason: String,
-    es_type: Option<String>,
-    attempts: u32,
     source: Value,
+    refusal: Refusal,
 ) -> DeadLetterLine {
     DeadLetterLine {
         id: id.to_owned(),
         from_index: settings.from_index.clone(),
         slice,
-        class: class.to_owned(),
-        reason,
-        es_type,
-        attempts,
+        class: refusal.class.to_string(),
+        reason: refusal.reason,
+        es_type: refusal.es_type,
+        attempts: refusal.attempts,
         source,
         at: unix_now(),
     }

@@ -14,4 +14,4 @@ pub mod service;
 mod waiting;
 
 pub use request::{Batch, BatchItem, OpKind, Original, Provenance};
-pub use service::{BulkSink, Fatal, ItemOutcome, RetryPolicy, Wanted};
+pub use service::{BulkSink, Fatal, ItemOutcome, Refusal, RetryPolicy, Wanted};

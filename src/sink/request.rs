@@ -41,7 +41,7 @@ pub struct Provenance<'a> {
 }
 
 /// The original message of an item, copied out of its batch for the dead-letter topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Original {
     /// The original message key.
     pub key: Option<Vec<u8>>,

@@ -37,8 +37,6 @@
 //! | 400 | split until the refused document is alone, then dead-letter it (`request_refused`) with Elasticsearch's reason; fatal once [`LONE_REFUSALS_FATAL`] lone documents in a row are refused with nothing accepted between them |
 //! | 401, 403, other 4xx | fatal: a configuration or compatibility problem that retrying cannot fix |
 
-use std::time::Duration;
-
 use super::request::OpKind;
 
 /// Lone documents refused in a row, with no request accepted between them, after which a
@@ -133,15 +131,6 @@ pub fn classify_request(
     }
 }
 
-/// Exponential backoff with full jitter: a uniformly random wait in `[0, min(max, base · 2^attempt)]`.
-/// `unit` is a random number in `[0, 1)`, passed in so the rule stays a pure function.
-pub fn backoff(attempt: u32, base: Duration, max: Duration, unit: f64) -> Duration {
-    let ceiling = base
-        .saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX))
-        .min(max);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,19 +198,5 @@ mod tests {
                 "{status:?} {kind:?}"
             );
         }
-    }
-
-    #[test]
-    fn backoff_grows_then_caps_and_never_exceeds_the_ceiling() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(10);
-        assert_eq!(
-            backoff(0, base, max, 0.999_999),
-            Duration::from_millis(100).mul_f64(0.999_999)
-        );
-        assert_eq!(backoff(3, base, max, 0.5), Duration::from_millis(400));
-        assert_eq!(backoff(20, base, max, 0.5), Duration::from_secs(5));
-        assert_eq!(backoff(u32::MAX, base, max, 1.0), max);
-        assert_eq!(backoff(5, base, max, 0.0), Duration::ZERO);
     }
 }

@@ -5,7 +5,6 @@
 //! ([`super::hold`]), the documents with a write waiting for its retry ([`super::waiting`]),
 //! and the count of lone documents refused in a row by a whole-request 400.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -19,9 +18,11 @@ use serde::Deserialize;
 use super::hold::Hold;
 use super::request::{Batch, BatchItem, OpKind, Original};
 use super::retry::{
-    backoff, classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
+    classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
 };
-use super::waiting::Waiting;
+use super::waiting::{Turn, Waiting};
+use crate::backoff::{backoff, jitter};
+use crate::dlq::letter::ErrorClass;
 use crate::source::offsets::Ticket;
 
 /// Requests of one batch that got no answer within the timeout, in a row, after which the batch
@@ -62,21 +63,25 @@ pub enum ItemOutcome {
     /// applied while this one waited for its retry.
     AlreadyApplied,
     /// Refused for good; goes to the dead-letter topic.
-    DeadLetter {
-        /// `mapping` for a 4xx refusal, `request_refused` for a document that alone makes
-        /// Elasticsearch refuse a whole request, `retries_exhausted` after the retry bound.
-        class: &'static str,
-        /// Elasticsearch's error type and reason, or the transport error.
-        reason: String,
-        /// Elasticsearch's error type, when there is one.
-        es_type: Option<String>,
-        /// Attempts made.
-        attempts: u32,
-        /// The message, byte for byte.
-        original: Original,
-    },
+    DeadLetter(Refusal),
     /// Not sent again: its partition was revoked, and the partition's next owner applies it.
     Revoked,
+}
+
+/// Why an item was refused for good, with the message it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `Mapping` for a 4xx refusal, `RequestRefused` for a document that alone makes
+    /// Elasticsearch refuse a whole request, `RetriesExhausted` after the retry bound.
+    pub class: ErrorClass,
+    /// Elasticsearch's error type and reason, or the transport error.
+    pub reason: String,
+    /// Elasticsearch's error type, when there is one.
+    pub es_type: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The message, byte for byte.
+    pub original: Original,
 }
 
 /// An error that retrying cannot fix: the pipeline stops and commits nothing past it.
@@ -102,7 +107,7 @@ pub struct BulkSink {
 #[derive(Default)]
 struct Shared {
     hold: Hold,
-    waiting: Waiting,
+    waiting: Arc<Waiting>,
     lone_refusals: AtomicU32,
 }
 
@@ -192,7 +197,24 @@ impl BulkSink {
 
     /// Sends `batch` until every item is applied, already applied, to be dead-lettered or no
     /// longer wanted, and returns each item's ticket with its final outcome.
-    pub async fn deliver(&self, batch: Batch) -> Result<Vec<(Ticket, ItemOutcome)>, Fatal> {
+    ///
+    /// The delivery takes its turn when this is called, not when it is first polled: call it
+    /// in the order the batches were sealed.
+    pub fn deliver(
+        &self,
+        batch: Batch,
+    ) -> impl std::future::Future<Output = Result<Vec<(Ticket, ItemOutcome)>, Fatal>> + Send + 'static
+    {
+        let sink = self.clone();
+        let turn = self.shared.waiting.begin();
+        async move { sink.deliver_in_turn(batch, turn).await }
+    }
+
+    async fn deliver_in_turn(
+        &self,
+        batch: Batch,
+        turn: Turn,
+    ) -> Result<Vec<(Ticket, ItemOutcome)>, Fatal> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut queue = vec![(batch, 0u32)];
         let mut request_failures = 0u32;
@@ -200,7 +222,7 @@ impl BulkSink {
         // (A fatal error ends the run, so the documents it still watches need no unwatching.)
         let mut retrying: HashMap<Ticket, Retrying> = HashMap::new();
         while let Some((mut batch, timeouts)) = queue.pop() {
-            self.drop_unwanted(&mut batch, &mut retrying, &mut outcomes);
+            self.drop_unwanted(&mut batch, turn.number, &mut retrying, &mut outcomes);
             if batch.is_empty() {
                 continue;
             }
@@ -215,7 +237,7 @@ impl BulkSink {
                     metrics::counter!("bulk.requests", "result" => "ok").increment(1);
                     request_failures = 0;
                     self.shared.lone_refusals.store(0, Ordering::SeqCst);
-                    if let Some((retry, wait)) = self.read_items(&batch, results, &mut retrying, &mut outcomes)? {
+                    if let Some((retry, wait)) = self.read_items(&batch, turn.number, results, &mut retrying, &mut outcomes)? {
                         tokio::time::sleep(wait).await;
                         queue.push((batch.subset(retry), 0));
                     }
@@ -279,13 +301,13 @@ impl BulkSink {
                 }
                 RequestDecision::Split => {
                     let item = &batch.items[0];
-                    outcomes.push((item.ticket, ItemOutcome::DeadLetter {
-                        class: "mapping",
+                    outcomes.push((item.ticket, ItemOutcome::DeadLetter(Refusal {
+                        class: ErrorClass::Mapping,
                         reason: format!("the document alone is too large for one bulk request (HTTP 413): {detail}"),
                         es_type: None,
                         attempts: item.attempts + 1,
                         original: batch.original(item),
-                    }));
+                    })));
                 }
                 RequestDecision::Isolate => {
                     let refused = self.shared.lone_refusals.fetch_add(1, Ordering::SeqCst) + 1;
@@ -299,13 +321,13 @@ impl BulkSink {
                         )));
                     }
                     metrics::counter!("bulk.requests", "result" => "refused").increment(1);
-                    outcomes.push((item.ticket, ItemOutcome::DeadLetter {
-                        class: "request_refused",
+                    outcomes.push((item.ticket, ItemOutcome::DeadLetter(Refusal {
+                        class: ErrorClass::RequestRefused,
                         reason: format!("Elasticsearch refused the whole bulk request with this document alone in it (HTTP 400): {detail}"),
                         es_type: kind.map(str::to_owned),
                         attempts: item.attempts + 1,
                         original: batch.original(item),
-                    }));
+                    })));
                 }
                 RequestDecision::ReadItems | RequestDecision::Fatal => {
                     metrics::counter!("bulk.requests", "result" => "fatal").increment(1);
@@ -325,6 +347,7 @@ impl BulkSink {
     fn read_items(
         &self,
         batch: &Batch,
+        turn: u64,
         results: Vec<ItemResult>,
         retrying: &mut HashMap<Ticket, Retrying>,
         outcomes: &mut Vec<(Ticket, ItemOutcome)>,
@@ -383,8 +406,10 @@ impl BulkSink {
                 ItemDecision::AlreadyApplied => ItemOutcome::AlreadyApplied,
                 ItemDecision::Hold => continue,
                 ItemDecision::Retry if again => continue,
-                ItemDecision::Retry => dead_letter("retries_exhausted", result, item, batch),
-                ItemDecision::DeadLetter => dead_letter("mapping", result, item, batch),
+                ItemDecision::Retry => {
+                    dead_letter(ErrorClass::RetriesExhausted, result, item, batch)
+                }
+                ItemDecision::DeadLetter => dead_letter(ErrorClass::Mapping, result, item, batch),
                 ItemDecision::Fatal => {
                     return Err(Fatal(format!(
                         "{} answered {} for document {}: {}",
@@ -395,14 +420,16 @@ impl BulkSink {
                     )))
                 }
             };
+            let waiting = &self.shared.waiting;
             if matches!(
                 outcome,
                 ItemOutcome::Applied(_) | ItemOutcome::AlreadyApplied
-            ) && self.shared.waiting.any()
+            ) && waiting.any()
             {
-                self.shared
-                    .waiting
-                    .applied(batch.quoted_id(item), batch.version(item));
+                waiting.applied(batch.quoted_id(item), batch.version(item));
+            }
+            if outcome == ItemOutcome::Applied(OpKind::Delete) {
+                waiting.delete_applied(turn, batch.quoted_id(item), batch.version(item));
             }
             if let Some(id) = retrying.remove(&item.ticket).and_then(|s| s.watched) {
                 self.shared.waiting.unwatch(&id);
@@ -423,11 +450,12 @@ impl BulkSink {
         Ok(Some((retry, wait)))
     }
 
-    /// Drops the items of a batch about to be sent again that are no longer wanted (their
-    /// partition was revoked) or were overtaken by a newer write of the same document.
+    /// Drops the items of a batch about to be sent that are no longer wanted (their partition
+    /// was revoked) or were overtaken by a newer write of the same document.
     fn drop_unwanted(
         &self,
         batch: &mut Batch,
+        turn: u64,
         retrying: &mut HashMap<Ticket, Retrying>,
         outcomes: &mut Vec<(Ticket, ItemOutcome)>,
     ) {
@@ -440,9 +468,13 @@ impl BulkSink {
             {
                 return Some(ItemOutcome::Revoked);
             }
-            let id = retrying.get(&item.ticket)?.watched.as_ref()?;
+            let id = match retrying.get(&item.ticket).and_then(|s| s.watched.as_ref()) {
+                Some(id) => id.as_slice(),
+                None if waiting.any_deletes() => batch.quoted_id(item),
+                None => return None,
+            };
             waiting
-                .overtaken(id, batch.version(item))
+                .overtaken(id, batch.version(item), turn)
                 .then_some(ItemOutcome::AlreadyApplied)
         };
         // The common case, nothing to drop, costs one check per item and no allocation.
@@ -542,18 +574,18 @@ fn halves(batch: &Batch) -> [Batch; 2] {
 }
 
 fn dead_letter(
-    class: &'static str,
+    class: ErrorClass,
     result: &ItemResult,
     item: &BatchItem,
     batch: &Batch,
 ) -> ItemOutcome {
-    ItemOutcome::DeadLetter {
+    ItemOutcome::DeadLetter(Refusal {
         class,
         reason: describe(result),
         es_type: result.error.as_ref().map(|e| e.kind.clone()),
         attempts: item.attempts,
         original: batch.original(item),
-    }
+    })
 }
 
 fn describe(result: &ItemResult) -> String {
@@ -571,27 +603,4 @@ fn describe(result: &ItemResult) -> String {
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
     text.into_owned()
-}
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos | 1
-}
-
-/// A uniform random number in `[0, 1)` for backoff jitter (xorshift; quality is not a concern here).
-pub fn jitter() -> f64 {
-    RNG.with(|cell| {
-        let mut x = cell.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        cell.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
 }

@@ -51,6 +51,9 @@ pub struct Plan {
     pub reject_marked: Option<String>,
     /// See `reject_marked`.
     pub reject_marked_until: Option<Instant>,
+    /// A `_bulk` request with a marked item is forwarded (without it) at once, but answered
+    /// only after this long: an answer that arrives after later requests were answered.
+    pub slow_marked_for: Duration,
     /// Every `_bulk` request is held unanswered until then, and its connection dropped: a
     /// blackhole for writes only, so the indexer's start-up requests still pass.
     pub hold_bulk_until: Option<Instant>,
@@ -389,8 +392,10 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
                 .answered_without_items
                 .fetch_add(1, Ordering::Relaxed);
             (200, b"{}".to_vec())
-        } else if let Some(marker) = marked {
-            bulk_with_marked_rejections(&state, &request, marker.as_bytes()).await
+        } else if let Some(marker) = marked.filter(|m| contains(&request.body, m.as_bytes())) {
+            let answer = bulk_with_marked_rejections(&state, &request, marker.as_bytes()).await;
+            tokio::time::sleep(plan.slow_marked_for).await;
+            answer
         } else {
             if plan
                 .slow_bodies_over

@@ -4,7 +4,7 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `dual-indexer.error.class` | `decode`, `transform`, `mapping` or `retries_exhausted` |
+//! | `dual-indexer.error.class` | `decode`, `transform`, `mapping`, `request_refused` or `retries_exhausted` |
 //! | `dual-indexer.error.reason` | a sentence; Elasticsearch's error type and reason where there is one |
 //! | `dual-indexer.error.es_type` | Elasticsearch's error type (only for `mapping` and `retries_exhausted`) |
 //! | `dual-indexer.source.topic` / `.partition` / `.offset` | where the command was read |
@@ -20,6 +20,12 @@
 //! - an authorisation failure stops the run with a message saying which permission is missing.
 
 use std::time::Duration;
+
+pub mod letter;
+
+pub use letter::{DeadLetter, ErrorClass};
+
+use crate::backoff::backoff;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -48,6 +54,18 @@ pub mod headers {
     pub const TRUNCATED: &str = "dual-indexer.payload.truncated";
 }
 
+/// How the delivery of one dead letter ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The broker acknowledged it: its offset is final.
+    Written(ErrorClass),
+    /// Given up while waiting out a failure: the letter is no longer needed (its partition was
+    /// revoked, and the next owner writes it).
+    NotNeeded,
+    /// The broker refuses this indexer the topic for good; the run must stop.
+    Refused(String),
+}
+
 /// Why a dead letter was not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
@@ -57,47 +75,6 @@ pub enum SendError {
     Unauthorized(String),
     /// Anything else: worth waiting out (the broker is down, the topic is being created).
     Other(String),
-}
-
-/// One command on its way to the dead-letter topic.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    /// Original key.
-    pub key: Option<Vec<u8>>,
-    /// Original payload.
-    pub payload: Vec<u8>,
-    /// Source partition.
-    pub partition: i32,
-    /// Source offset.
-    pub offset: i64,
-    /// Error class.
-    pub class: &'static str,
-    /// Reason.
-    pub reason: String,
-    /// Elasticsearch error type.
-    pub es_type: Option<String>,
-    /// Bulk attempts made.
-    pub attempts: u32,
-    /// The original payload's size, once the payload was cut to fit the broker.
-    pub truncated_from: Option<usize>,
-}
-
-impl DeadLetter {
-    /// Halves the payload (and, once it is empty, drops the key) after the broker refused the
-    /// letter as too large. False when nothing is left to cut.
-    pub fn truncate(&mut self) -> bool {
-        if self.payload.is_empty() && self.key.is_none() {
-            return false;
-        }
-        self.truncated_from.get_or_insert(self.payload.len());
-        if self.payload.is_empty() {
-            self.key = None;
-        } else {
-            let keep = self.payload.len() / 2;
-            self.payload.truncate(keep);
-        }
-        true
-    }
 }
 
 /// A producer bound to one dead-letter topic.
@@ -161,6 +138,52 @@ impl DeadLetterQueue {
         &self.topic
     }
 
+    /// Writes `letter` until the broker acknowledges it: its offset is not final before. A letter
+    /// too large for the broker is cut down (see [`DeadLetter::truncate`]); other failures are
+    /// waited out with a backoff, asking `still_needed` after each, so a letter of a revoked
+    /// partition is given up.
+    pub async fn deliver(
+        &self,
+        mut letter: DeadLetter,
+        still_needed: impl Fn() -> bool,
+    ) -> Delivered {
+        let mut failures = 0u32;
+        loop {
+            match self.send(&letter).await {
+                Ok(()) => return Delivered::Written(letter.class),
+                Err(SendError::TooLarge(e)) if letter.truncate() => {
+                    metrics::counter!("dlq.truncated").increment(1);
+                    tracing::warn!(
+                        dlq_topic = %self.topic, partition = letter.partition, offset = letter.offset, error = %e,
+                        payload_bytes = letter.payload.len(),
+                        "the dead letter is too large for the broker; writing it with a truncated payload and a `{}` header",
+                        headers::TRUNCATED
+                    );
+                }
+                Err(SendError::Unauthorized(e)) => {
+                    return Delivered::Refused(format!(
+                        "the broker refuses this indexer's writes to the dead-letter topic `{}`: {e}. Grant it Write (and Describe) on that topic, or name another with --dlq-topic",
+                        self.topic
+                    ))
+                }
+                Err(SendError::TooLarge(e) | SendError::Other(e)) => {
+                    metrics::counter!("dlq.write_failures").increment(1);
+                    tracing::error!(
+                        dlq_topic = %self.topic, partition = letter.partition, offset = letter.offset, error = %e,
+                        "cannot write to the dead-letter topic; partition {} cannot commit past offset {} until it can",
+                        letter.partition, letter.offset
+                    );
+                    let wait = backoff(failures, Duration::from_millis(500), Duration::from_secs(30), 1.0);
+                    tokio::time::sleep(wait).await;
+                    failures = failures.saturating_add(1);
+                    if !still_needed() {
+                        return Delivered::NotNeeded;
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes one entry and waits for the broker's acknowledgement.
     pub async fn send(&self, letter: &DeadLetter) -> Result<(), SendError> {
         let partition = letter.partition.to_string();
@@ -170,7 +193,7 @@ impl DeadLetterQueue {
         let mut headers = OwnedHeaders::new_with_capacity(7)
             .insert(Header {
                 key: headers::CLASS,
-                value: Some(letter.class),
+                value: Some(letter.class.as_str()),
             })
             .insert(Header {
                 key: headers::REASON,
@@ -256,29 +279,5 @@ mod tests {
     fn reasons_are_cut_on_a_character_boundary() {
         assert_eq!(cut("abc", 10), "abc");
         assert_eq!(cut("aé", 2), "a");
-    }
-
-    #[test]
-    fn a_letter_is_cut_in_halves_then_loses_its_key_and_remembers_its_size() {
-        let mut letter = DeadLetter {
-            key: Some(b"k".to_vec()),
-            payload: vec![b'x'; 10],
-            partition: 0,
-            offset: 1,
-            class: "decode",
-            reason: String::new(),
-            es_type: None,
-            attempts: 0,
-            truncated_from: None,
-        };
-        let mut sizes = Vec::new();
-        while letter.truncate() {
-            sizes.push((letter.payload.len(), letter.key.is_some()));
-        }
-        assert_eq!(
-            sizes,
-            [(5, true), (2, true), (1, true), (0, true), (0, false)]
-        );
-        assert_eq!(letter.truncated_from, Some(10));
     }
 }

@@ -1,0 +1,499 @@
+//! `dual-indexer run`: the replay loop that ties source, transform, sink and dead letters together.
+//!
+//! ```text
+//! CommandSource ─recv─▶ prepare (decode + transform) ─┬─▶ Batcher ─▶ BulkSink::deliver ─┐
+//!                                                     └─▶ DeadLetterQueue::deliver ◀─────┤
+//!        ◀──── commit the final prefix ◀──── CommandSource::finish ◀── final outcomes ───┘
+//! ```
+//!
+//! One task owns the loop and only routes events; each stage owns its state: the source its
+//! offsets and commits ([`crate::source::commands`]), the batcher its batches ([`batcher`]), the
+//! flow its backpressure state ([`flow`]), the statistics their counters ([`stats`]). Bulk
+//! requests and dead-letter writes run as spawned tasks whose results come back to the loop.
+
+pub mod batcher;
+pub mod flow;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::dlq::{DeadLetter, DeadLetterQueue, Delivered};
+use crate::lag::rule::Status;
+use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
+use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
+use crate::source::offsets::Ticket;
+use crate::status::StatusBoard;
+use crate::transform::{self, Origin, Rejection, Schema, VersionSource};
+use batcher::{Batcher, Limits};
+use flow::{Flow, Load};
+use stats::{Gauges, RunStats};
+
+pub use flow::HOLD_BEFORE_PAUSE;
+pub use stats::Summary;
+
+/// Everything `run` needs besides the Kafka and Elasticsearch connections.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// The command topic.
+    pub topic: String,
+    /// This indexer's consumer group.
+    pub group: String,
+    /// Where unappliable commands go.
+    pub dlq_topic: String,
+    /// librdkafka settings for the dead-letter producer only, applied over the shared ones.
+    pub dlq_kafka: Vec<(String, String)>,
+    /// Where the external version comes from.
+    pub version_source: VersionSource,
+    /// The document shape written.
+    pub schema: Schema,
+    /// A batch is sent once it holds this many documents...
+    pub batch_max_docs: usize,
+    /// ...or this many bytes...
+    pub batch_max_bytes: usize,
+    /// ...or its first document has waited this long.
+    pub linger: Duration,
+    /// Bulk requests in flight at once.
+    pub max_in_flight: usize,
+    /// How often final offsets are committed.
+    pub commit_interval: Duration,
+    /// How long a shutdown waits for in-flight work before committing what is final.
+    pub drain_timeout: Duration,
+    /// How often a progress line is logged.
+    pub progress_interval: Duration,
+    /// With offset versions, the topic's partition count the target index was built from: a
+    /// message from a partition at or past it means partitions were added, and offsets no
+    /// longer order a document's commands.
+    pub partitions_recorded: Option<i32>,
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM, Ctrl-C or the caller's shutdown future.
+    Signal,
+    /// `--until-caught-up` saw the lag closed.
+    CaughtUp,
+}
+
+/// A spawned task's result, routed back to the loop.
+enum Done {
+    Bulk {
+        result: Result<Vec<(Ticket, ItemOutcome)>, Fatal>,
+        /// The memory the batch held, now freed.
+        bytes: usize,
+    },
+    DeadLetter(Ticket, Delivered),
+}
+
+enum Event<'a> {
+    Shutdown,
+    Finished(Result<Done, tokio::task::JoinError>),
+    Committed,
+    Linger,
+    Commit,
+    LagStatus(Result<(), watch::error::RecvError>),
+    Progress,
+    HoldExpired,
+    Message(Result<Option<Incoming<'a>>, RecvError>),
+}
+
+/// The replay loop's state.
+pub struct Pipeline {
+    settings: RunSettings,
+    source: CommandSource,
+    sink: BulkSink,
+    dlq: DeadLetterQueue,
+    batcher: Batcher,
+    tasks: JoinSet<Done>,
+    /// Batches handed to the sink so far, numbering them for the logs.
+    batches_sent: u64,
+    flow: Flow,
+    /// How long a hold may last before the partitions are paused.
+    hold_limit: Duration,
+    max_pending: usize,
+    max_bytes: usize,
+    board: Arc<StatusBoard>,
+    stats: RunStats,
+}
+
+impl Pipeline {
+    /// Connects to Kafka (consumer and dead-letter producer) and subscribes to the topic.
+    pub fn new(
+        kafka_config: &rdkafka::ClientConfig,
+        sink: BulkSink,
+        settings: RunSettings,
+        board: Arc<StatusBoard>,
+    ) -> anyhow::Result<Self> {
+        let source = CommandSource::subscribe(
+            kafka_config,
+            &settings.group,
+            &settings.topic,
+            settings.partitions_recorded,
+            settings.commit_interval,
+        )?;
+        let mut dlq_config = kafka_config.clone();
+        for (key, value) in &settings.dlq_kafka {
+            dlq_config.set(key, value);
+        }
+        let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
+        let limits = Limits {
+            max_docs: settings.batch_max_docs,
+            max_bytes: settings.batch_max_bytes,
+            linger: settings.linger,
+            max_in_flight: settings.max_in_flight,
+        };
+        Ok(Self {
+            sink: sink.with_wanted(source.wanted()),
+            hold_limit: flow::hold_limit(source.max_poll_interval_ms()),
+            source,
+            dlq,
+            batcher: Batcher::new(limits),
+            tasks: JoinSet::new(),
+            batches_sent: 0,
+            flow: Flow::Reading,
+            max_pending: settings.batch_max_docs * (settings.max_in_flight + 2),
+            max_bytes: settings.batch_max_bytes * (settings.max_in_flight + 2),
+            board,
+            stats: RunStats::new(&settings.topic),
+            settings,
+        })
+    }
+
+    /// Runs until `shutdown` resolves, a fatal error, or, given `until_caught_up` (the lag
+    /// monitor's status channel), until the group is CAUGHT_UP. Always drains and commits what
+    /// is final before returning.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut until_caught_up: Option<watch::Receiver<Option<Status>>>,
+    ) -> anyhow::Result<(Ending, Summary)> {
+        let reader = self.source.reader();
+        let mut commit_tick = tokio::time::interval(self.settings.commit_interval);
+        let mut progress_tick = tokio::time::interval(self.settings.progress_interval);
+        progress_tick.reset();
+        tokio::pin!(shutdown);
+        let outcome: anyhow::Result<Ending> = loop {
+            let event = self
+                .next_event(
+                    &reader,
+                    &mut shutdown,
+                    &mut commit_tick,
+                    &mut progress_tick,
+                    &mut until_caught_up,
+                )
+                .await;
+            match event {
+                Event::Shutdown => break Ok(Ending::Signal),
+                Event::Finished(done) => {
+                    if let Err(e) = self.on_finished(done) {
+                        break Err(e);
+                    }
+                    self.source.commit_if_idle();
+                }
+                Event::Committed => {}
+                Event::Linger => self.seal(),
+                Event::Commit => {
+                    self.source.commit();
+                    self.board.pipeline_tick(self.stats.counters(self.gauges()));
+                    self.board.holding(self.sink.holding());
+                }
+                Event::LagStatus(Ok(())) => {
+                    let caught_up = until_caught_up
+                        .as_ref()
+                        .is_some_and(|rx| *rx.borrow() == Some(Status::CaughtUp));
+                    if caught_up {
+                        break Ok(Ending::CaughtUp);
+                    }
+                }
+                Event::LagStatus(Err(_)) => {
+                    tracing::error!(
+                        "the lag monitor stopped; --until-caught-up can no longer end the run"
+                    );
+                    until_caught_up = None;
+                }
+                Event::Progress => self.stats.log_progress(self.gauges()),
+                // `apply_backpressure` below turns the expired hold into a pause.
+                Event::HoldExpired => {}
+                Event::Message(Ok(Some(message))) => self.on_message(&message),
+                Event::Message(Ok(None)) => {}
+                Event::Message(Err(RecvError::PartitionsAdded(reason))) => {
+                    break Err(anyhow::anyhow!(reason))
+                }
+                Event::Message(Err(e)) => {
+                    metrics::counter!("kafka.errors").increment(1);
+                    tracing::warn!(error = %e, "Kafka consumer error");
+                }
+            }
+            self.apply_backpressure();
+        };
+        drop(reader);
+        let drained = match &outcome {
+            Ok(_) => self.drain().await,
+            Err(_) => Ok(()),
+        };
+        // Work the drain gave up on is stopped before the member leaves its group.
+        let Self {
+            source,
+            tasks,
+            stats,
+            ..
+        } = self;
+        drop(tasks);
+        let unfinished = source.close().await;
+        let ending = outcome?;
+        drained?;
+        Ok((ending, stats.summary(unfinished as u64)))
+    }
+
+    /// Waits for whichever comes first: a signal, a task's result, a timer, a lag change, or a
+    /// message (only while the flow reads).
+    async fn next_event<'r>(
+        &mut self,
+        reader: &'r Reader,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        commit_tick: &mut tokio::time::Interval,
+        progress_tick: &mut tokio::time::Interval,
+        until_caught_up: &mut Option<watch::Receiver<Option<Status>>>,
+    ) -> Event<'r> {
+        let deadline = self.batcher.deadline();
+        let (reading, hold_until) = match self.flow {
+            Flow::Holding { until } => (false, Some(until)),
+            Flow::Reading | Flow::Paused => (true, None),
+        };
+        let lag_changed = async {
+            match until_caught_up.as_mut() {
+                Some(rx) => rx.changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown => Event::Shutdown,
+            Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
+            _ = self.source.commit_finished() => Event::Committed,
+            _ = sleep_until(deadline) => Event::Linger,
+            _ = commit_tick.tick() => Event::Commit,
+            changed = lag_changed => Event::LagStatus(changed),
+            _ = progress_tick.tick() => Event::Progress,
+            _ = sleep_until(hold_until) => Event::HoldExpired,
+            message = reader.recv(), if reading => Event::Message(message),
+        }
+    }
+
+    fn on_message(&mut self, message: &Incoming<'_>) {
+        let ticket = message.ticket;
+        self.stats.consumed(ticket.partition);
+        let key = message.key();
+        let payload = message.payload().unwrap_or_default();
+        let prepared = match message.payload() {
+            Some(payload) => transform::prepare_for(
+                self.settings.schema,
+                payload,
+                Origin {
+                    key,
+                    offset: ticket.offset,
+                },
+                self.settings.version_source,
+            ),
+            None => Err(Rejection::Decode(
+                "the message has no payload (a tombstone is not a command)".into(),
+            )),
+        };
+        match prepared {
+            Ok(write) => {
+                let provenance = Provenance {
+                    ticket,
+                    key,
+                    payload,
+                };
+                if self.batcher.push(write, provenance) {
+                    self.dispatch();
+                }
+            }
+            Err(rejection) => {
+                let letter =
+                    DeadLetter::rejected(key, payload, ticket.partition, ticket.offset, &rejection);
+                self.dead_letter(letter, ticket);
+            }
+        }
+    }
+
+    /// Seals the open batch and sends what fits.
+    fn seal(&mut self) {
+        self.batcher.seal();
+        self.dispatch();
+    }
+
+    /// Sends queued batches into free request slots.
+    fn dispatch(&mut self) {
+        while let Some((batch, bytes)) = self.batcher.next_to_send() {
+            metrics::histogram!("bulk.batch_docs").record(batch.len() as f64);
+            metrics::histogram!("bulk.batch_bytes").record(batch.body.len() as f64);
+            // Every log line of this batch's delivery (retries, refusals) carries its number and
+            // the partition offset ranges it holds.
+            self.batches_sent += 1;
+            let span = tracing::info_span!("bulk", batch = self.batches_sent, docs = batch.len(), origins = %batch.origins());
+            let delivery = self.sink.deliver(batch);
+            self.tasks.spawn(
+                async move {
+                    Done::Bulk {
+                        result: delivery.await,
+                        bytes,
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        metrics::gauge!("bulk.in_flight").set(self.batcher.in_flight() as f64);
+    }
+
+    /// Writes a dead letter in a task of its own (see [`DeadLetterQueue::deliver`]).
+    fn dead_letter(&mut self, letter: DeadLetter, ticket: Ticket) {
+        let dlq = self.dlq.clone();
+        let wanted = self.source.wanted();
+        self.tasks.spawn(async move {
+            let delivered = dlq.deliver(letter, move || wanted(ticket)).await;
+            Done::DeadLetter(ticket, delivered)
+        });
+    }
+
+    fn on_finished(&mut self, done: Result<Done, tokio::task::JoinError>) -> anyhow::Result<()> {
+        match done.map_err(|e| anyhow::anyhow!("an internal task failed: {e}"))? {
+            Done::Bulk { result, bytes } => {
+                self.batcher.finished(bytes);
+                for (ticket, outcome) in result? {
+                    self.on_outcome(ticket, outcome);
+                }
+                self.dispatch();
+            }
+            Done::DeadLetter(ticket, Delivered::Written(class)) => {
+                if self.source.finish(ticket) {
+                    self.stats.dead_lettered();
+                }
+                metrics::counter!("messages.dead_lettered", "class" => class.as_str()).increment(1);
+            }
+            Done::DeadLetter(_, Delivered::NotNeeded) => {}
+            Done::DeadLetter(_, Delivered::Refused(reason)) => anyhow::bail!("{reason}"),
+        }
+        Ok(())
+    }
+
+    fn on_outcome(&mut self, ticket: Ticket, outcome: ItemOutcome) {
+        match outcome {
+            ItemOutcome::DeadLetter(refusal) => {
+                let letter = DeadLetter::refused(ticket.partition, ticket.offset, refusal);
+                self.dead_letter(letter, ticket);
+            }
+            ItemOutcome::Revoked => {}
+            outcome => {
+                if self.source.finish(ticket) {
+                    self.stats.finished(ticket.partition, &outcome);
+                }
+            }
+        }
+    }
+
+    /// Moves the flow to the state the budget asks for, pausing or resuming the partitions
+    /// when that changes, and after every rebalance.
+    fn apply_backpressure(&mut self) {
+        // After a rebalance the consumer's pause state of the new assignment is not known here:
+        // librdkafka can keep a partition paused across a revoke and re-assign. So the wanted
+        // state is applied to the whole assignment explicitly, paused or not. (Assuming "a new
+        // assignment starts unpaused" stalled a member for good in the rebalance-storm test.)
+        let rebalanced = self.source.take_rebalanced();
+        if rebalanced {
+            self.drop_revoked();
+        }
+        let pending = self.source.pending();
+        let load = Load {
+            pending,
+            max_pending: self.max_pending,
+            bytes: self.batcher.held_bytes(),
+            max_bytes: self.max_bytes,
+        };
+        metrics::gauge!("pipeline.pending").set(pending as f64);
+        metrics::gauge!("pipeline.held_bytes").set(load.bytes as f64);
+        let now = tokio::time::Instant::now();
+        let wanted = self.flow.next(load, now, self.hold_limit);
+        let (was_paused, pause) = (self.flow == Flow::Paused, wanted == Flow::Paused);
+        if pause == was_paused && !rebalanced {
+            return self.set_flow(wanted, pending);
+        }
+        match self.source.set_paused(pause, rebalanced) {
+            Ok(()) => self.set_flow(wanted, pending),
+            Err(e) => {
+                // Tried again on a later event; a failed pause holds on for another second
+                // rather than spin on an expired hold.
+                if pause {
+                    let until = now + Duration::from_secs(1);
+                    self.set_flow(Flow::Holding { until }, pending);
+                }
+                tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
+            }
+        }
+    }
+
+    /// Drops the queued and open writes of partitions no longer assigned (revoked, or
+    /// rewound): their next owner applies them, and sending them late could land them after
+    /// newer writes of the same documents.
+    fn drop_revoked(&mut self) {
+        let source = &self.source;
+        let dropped = self.batcher.retain(|ticket| source.is_current(ticket));
+        if dropped > 0 {
+            tracing::info!(dropped, "dropped the queued writes of revoked partitions");
+        }
+    }
+
+    fn set_flow(&mut self, flow: Flow, pending: usize) {
+        if flow == self.flow {
+            return;
+        }
+        self.flow = flow;
+        let (holding, paused) = flow.flags();
+        metrics::gauge!("pipeline.holding").set(if holding { 1.0 } else { 0.0 });
+        metrics::gauge!("pipeline.paused").set(if paused { 1.0 } else { 0.0 });
+        tracing::debug!(pending, holding, paused, "backpressure");
+    }
+
+    fn gauges(&self) -> Gauges {
+        let (holding, paused) = self.flow.flags();
+        Gauges {
+            pending: self.source.pending(),
+            holding,
+            paused,
+            bulk_in_flight: self.batcher.in_flight(),
+        }
+    }
+
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        self.seal();
+        let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(done)) => self.on_finished(done)?,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        unfinished = self.source.pending(),
+                        "drain timed out; unfinished messages stay uncommitted and are replayed by the next run"
+                    );
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
