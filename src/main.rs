@@ -163,7 +163,7 @@ async fn start_replay(
 ) -> anyhow::Result<(
     Pipeline,
     elasticsearch::Elasticsearch,
-    tokio::sync::watch::Receiver<Option<Status>>,
+    tokio::sync::watch::Receiver<lag::Sampled>,
 )> {
     let kafka = args.kafka.client_config()?;
     if args.reset_to_earliest {
@@ -222,7 +222,8 @@ async fn start_replay(
         tracing::info!(%addr, "serving /healthz, /readyz and /status");
         tokio::spawn(status::serve(listener, Arc::clone(&board)));
     }
-    let lag_status = lag::spawn_monitor(&kafka, args.monitor_settings(), Arc::clone(&board))?;
+    let lag_status = lag::spawn_monitor(&kafka, args.monitor_settings())?;
+    board.follow_lag(lag_status.clone());
     tokio::spawn(watch_index_settings(
         client.clone(),
         args.index.clone(),

@@ -18,8 +18,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::lag::monitor::LagReport;
+use tokio::sync::watch;
+
 use crate::lag::rule::Status;
+use crate::lag::Sampled;
 
 /// How recent a tick must be for `/healthz`.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(30);
@@ -33,8 +35,7 @@ pub struct StatusBoard {
 #[derive(Default)]
 struct Board {
     pipeline_tick: Option<Instant>,
-    monitor_tick: Option<Instant>,
-    report: Option<LagReport>,
+    lag: Option<watch::Receiver<Sampled>>,
     counters: serde_json::Value,
     index: serde_json::Value,
     holding: Option<String>,
@@ -52,13 +53,17 @@ impl StatusBoard {
         b.counters = counters;
     }
 
-    /// The lag monitor ran, and produced `report` unless sampling failed.
-    pub fn monitor_tick(&self, report: Option<LagReport>) {
-        let mut b = self.lock();
-        b.monitor_tick = Some(Instant::now());
-        if report.is_some() {
-            b.report = report;
-        }
+    /// Reads the lag monitor's samples from now on.
+    pub fn follow_lag(&self, samples: watch::Receiver<Sampled>) {
+        self.lock().lag = Some(samples);
+    }
+
+    fn lag(&self) -> Sampled {
+        self.lock()
+            .lag
+            .as_ref()
+            .map(|rx| rx.borrow().clone())
+            .unwrap_or_default()
     }
 
     /// Why the sink holds writes now (a condition of the cluster), if it does.
@@ -73,21 +78,21 @@ impl StatusBoard {
 
     /// Whether both loops ticked recently.
     pub fn healthy(&self) -> bool {
-        let b = self.lock();
+        let monitor_tick = self.lag().at;
         let fresh = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < HEALTHY_WITHIN);
-        fresh(b.pipeline_tick) && fresh(b.monitor_tick)
+        fresh(self.lock().pipeline_tick) && fresh(monitor_tick)
     }
 
     /// Whether the latest lag status is CAUGHT_UP and no write is held.
     pub fn ready(&self) -> bool {
-        let b = self.lock();
-        b.holding.is_none()
-            && b.report.as_ref().and_then(LagReport::status) == Some(Status::CaughtUp)
+        let caught_up = self.lag().status() == Some(Status::CaughtUp);
+        caught_up && self.lock().holding.is_none()
     }
 
     fn status_json(&self) -> serde_json::Value {
+        let report = self.lag().report;
         let b = self.lock();
-        json!({"lag": b.report, "replay": b.counters, "index": b.index, "holding": b.holding})
+        json!({"lag": report, "replay": b.counters, "index": b.index, "holding": b.holding})
     }
 }
 
@@ -190,7 +195,10 @@ mod tests {
         let board = StatusBoard::default();
         board.pipeline_tick(json!({}));
         assert!(!board.healthy());
-        board.monitor_tick(None);
+        let (tx, rx) = watch::channel(Sampled::default());
+        board.follow_lag(rx);
+        assert!(!board.healthy(), "the monitor has not sampled yet");
+        tx.send_modify(|sampled| sampled.at = Some(Instant::now()));
         assert!(board.healthy());
         assert!(!board.ready(), "no report yet");
     }

@@ -6,14 +6,29 @@
 pub mod monitor;
 pub mod rule;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
-use crate::status::StatusBoard;
+use monitor::LagReport;
 use rule::{LagRule, Status};
+
+/// What the background monitor last saw, published after every sample.
+#[derive(Debug, Clone, Default)]
+pub struct Sampled {
+    /// When it last sampled, whether or not sampling worked.
+    pub at: Option<Instant>,
+    /// The last report it produced.
+    pub report: Option<LagReport>,
+}
+
+impl Sampled {
+    /// The group's status in the last report.
+    pub fn status(&self) -> Option<Status> {
+        self.report.as_ref().and_then(LagReport::status)
+    }
+}
 
 /// What the background lag monitor watches and how often.
 #[derive(Debug, Clone)]
@@ -66,13 +81,12 @@ pub async fn judge_window(
     }
 }
 
-/// Starts sampling in the background: exports the `lag.*` gauges, updates `board`, and publishes
-/// the group's status on the returned channel after every sample.
+/// Starts sampling in the background: exports the `lag.*` gauges and publishes what it saw on
+/// the returned channel after every sample.
 pub fn spawn_monitor(
     config: &ClientConfig,
     settings: MonitorSettings,
-    board: Arc<StatusBoard>,
-) -> anyhow::Result<watch::Receiver<Option<Status>>> {
+) -> anyhow::Result<watch::Receiver<Sampled>> {
     let mut monitor = monitor::LagMonitor::new(
         config,
         &settings.topic,
@@ -80,7 +94,7 @@ pub fn spawn_monitor(
         settings.legacy_group.as_deref(),
         settings.rule,
     )?;
-    let (tx, rx) = watch::channel(None);
+    let (tx, rx) = watch::channel(Sampled::default());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.interval);
         loop {
@@ -98,13 +112,14 @@ pub fn spawn_monitor(
             match result {
                 Ok(report) => {
                     monitor::export(&report);
-                    let status = report.status();
-                    board.monitor_tick(Some(report));
-                    tx.send_replace(status);
+                    tx.send_replace(Sampled {
+                        at: Some(Instant::now()),
+                        report: Some(report),
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "sampling the lag failed; will retry");
-                    board.monitor_tick(None);
+                    tx.send_modify(|sampled| sampled.at = Some(Instant::now()));
                 }
             }
         }

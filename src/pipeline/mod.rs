@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::dlq::{DeadLetter, DeadLetterQueue, Delivered};
 use crate::lag::rule::Status;
+use crate::lag::Sampled;
 use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
 use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
 use crate::source::offsets::Ticket;
@@ -171,7 +172,7 @@ impl Pipeline {
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()>,
-        mut until_caught_up: Option<watch::Receiver<Option<Status>>>,
+        mut until_caught_up: Option<watch::Receiver<Sampled>>,
     ) -> anyhow::Result<(Ending, Summary)> {
         let reader = self.source.reader();
         let mut commit_tick = tokio::time::interval(self.settings.commit_interval);
@@ -206,7 +207,7 @@ impl Pipeline {
                 Event::LagStatus(Ok(())) => {
                     let caught_up = until_caught_up
                         .as_ref()
-                        .is_some_and(|rx| *rx.borrow() == Some(Status::CaughtUp));
+                        .is_some_and(|rx| rx.borrow().status() == Some(Status::CaughtUp));
                     if caught_up {
                         break Ok(Ending::CaughtUp);
                     }
@@ -259,7 +260,7 @@ impl Pipeline {
         shutdown: &mut (impl Future<Output = ()> + Unpin),
         commit_tick: &mut tokio::time::Interval,
         progress_tick: &mut tokio::time::Interval,
-        until_caught_up: &mut Option<watch::Receiver<Option<Status>>>,
+        until_caught_up: &mut Option<watch::Receiver<Sampled>>,
     ) -> Event<'r> {
         let deadline = self.batcher.deadline();
         let (reading, hold_until) = match self.flow {
