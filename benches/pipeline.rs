@@ -3,7 +3,7 @@
 //! Target (issue 3): at least 300k commands/s on one core for commands with 10 tags.
 //! Run with `cargo bench --bench pipeline`; criterion prints the throughput in elements/s.
 //! Each group also measures a naive baseline (serde_json `Value` parse and re-serialize of the
-//! same payloads) so the README can quote a ratio that survives a noisy machine.
+//! same payloads) so docs/benchmarks.md can quote a ratio that survives a noisy machine.
 
 use std::hint::black_box;
 
@@ -58,7 +58,7 @@ fn hot_path(c: &mut Criterion) {
                 black_box(batch.body.len())
             })
         });
-        // The baseline for the ratio in the README: parse each payload into a serde_json::Value
+        // The baseline for the ratio in docs/benchmarks.md: parse each payload into a serde_json::Value
         // and serialize it back, which is less work than the real transform. Same run, same input.
         group.bench_function(format!("{tags}_tags_baseline_serde_value_roundtrip"), |b| {
             b.iter(|| {

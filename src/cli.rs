@@ -38,7 +38,7 @@ pub struct Cli {
 /// Options every subcommand accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// A TOML file of settings: flags and environment variables win over it, and it wins over the defaults (see the README's settings reference).
+    /// A TOML file of settings: flags and environment variables win over it, and it wins over the defaults (see docs/configuration.md).
     #[arg(long, global = true, env = "DUAL_INDEXER_CONFIG", value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
     /// Log format: text or json.
@@ -152,7 +152,7 @@ pub enum Command {
     /// Copy the history Kafka no longer holds from the legacy index into the new one, in parallel
     /// id slices, beside the live replay; resumable.
     #[command(
-        after_help = "Versions: by default (--versions yield) every backfilled document carries external version 0, so whatever the live replay writes, including deletes, wins over it. See the README section \"Backfill\".\n\nProgress is checkpointed per slice after every page. After a crash or Ctrl-C, run the same command with --resume; finished slices are not read again. Running a finished backfill again does nothing and says so.\n\nExit codes: 0 complete (dead letters, if any, are in --dead-letter-file), 2 error, 130 interrupted.\n\nExamples:\n  dual-indexer backfill --from-url http://127.0.0.1:9200 --from-index tags-v1 --to-url http://127.0.0.1:9201 --to-index tags-v2 --slices 4\n  dual-indexer backfill … --max-docs-per-sec 2000 --bulk-load\n  dual-indexer backfill … --resume"
+        after_help = "Versions: by default (--versions yield) every backfilled document carries external version 0, so whatever the live replay writes, including deletes, wins over it. See docs/backfill.md.\n\nProgress is checkpointed per slice after every page. After a crash or Ctrl-C, run the same command with --resume; finished slices are not read again. Running a finished backfill again does nothing and says so.\n\nExit codes: 0 complete (dead letters, if any, are in --dead-letter-file), 2 error, 130 interrupted.\n\nExamples:\n  dual-indexer backfill --from-url http://127.0.0.1:9200 --from-index tags-v1 --to-url http://127.0.0.1:9201 --to-index tags-v2 --slices 4\n  dual-indexer backfill … --max-docs-per-sec 2000 --bulk-load\n  dual-indexer backfill … --resume"
     )]
     Backfill(BackfillArgs),
     /// Versioned indices (`tags-v2-000001`, …) with their aliases and bulk-load settings.
@@ -186,7 +186,7 @@ pub enum ConfigCommand {
         after_help = "Exit codes: 0 every check passed, 1 a check failed (each problem is named), 2 the configuration itself is invalid.\n\nExamples:\n  dual-indexer config check --config dual-indexer.toml\n  DUAL_INDEXER_ES_URL=https://new:9200 dual-indexer config check --legacy-es-url https://legacy:9200"
     )]
     Check(Box<ConfigCheckArgs>),
-    /// Print the reference table of every setting (Markdown), as in the README.
+    /// Print the reference table of every setting (Markdown), as in docs/configuration.md.
     #[command(after_help = "Example:\n  dual-indexer config reference > settings.md")]
     Reference,
 }

@@ -1,20 +1,20 @@
 //! The files in deploy/ keep up with the indexer: every metric the alert rules and the statsd
-//! mapping name is one that README.md's Metrics table documents (tests/docs.rs ties that table to
-//! the code), and the Kubernetes probes use the status endpoint's paths.
+//! mapping name is one that docs/metrics.md's Metrics table documents (tests/docs.rs ties that
+//! table to the code), and the Kubernetes probes use the status endpoint's paths.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-const README: &str = include_str!("../README.md");
+const METRICS_PAGE: &str = include_str!("../docs/metrics.md");
 const ALERTS: &str = include_str!("../deploy/prometheus/alerts.yml");
 const MAPPING: &str = include_str!("../deploy/statsd-exporter/mapping.yml");
 const DEPLOYMENT: &str = include_str!("../deploy/k8s/deployment.yaml");
 
-/// The rows of README.md's Metrics table as (statsd name without prefix, type cell).
+/// The rows of docs/metrics.md's Metrics table as (statsd name without prefix, type cell).
 fn documented_metrics() -> Vec<(String, String)> {
-    let section = README
+    let section = METRICS_PAGE
         .split("\n## Metrics\n")
         .nth(1)
-        .expect("README.md has a `## Metrics` section");
+        .expect("docs/metrics.md has a `## Metrics` section");
     let table = section.split("\n## ").next().unwrap_or(section);
     let mut metrics = Vec::new();
     for row in table.lines().filter(|l| l.starts_with("| `")) {
@@ -26,7 +26,7 @@ fn documented_metrics() -> Vec<(String, String)> {
     }
     assert!(
         metrics.len() > 10,
-        "found only {} metrics in README.md's Metrics table",
+        "found only {} metrics in docs/metrics.md's Metrics table",
         metrics.len()
     );
     metrics
@@ -102,9 +102,9 @@ fn every_metric_in_the_alert_rules_is_documented() {
     let unknown: Vec<&String> = referenced.difference(&known).collect();
     assert!(
         unknown.is_empty(),
-        "deploy/prometheus/alerts.yml uses metrics that README.md's Metrics table does not list \
-         (with the mapping's names: counters end in `_total`, histograms add `_bucket`, `_sum`, \
-         `_count`): {unknown:?}"
+        "deploy/prometheus/alerts.yml uses metrics that docs/metrics.md's Metrics table does not \
+         list (with the mapping's names: counters end in `_total`, histograms add `_bucket`, \
+         `_sum`, `_count`): {unknown:?}"
     );
 }
 
@@ -125,12 +125,13 @@ fn the_mapping_names_every_documented_metric_and_nothing_else() {
     let documented: BTreeSet<String> = documented_metrics().into_iter().map(|(n, _)| n).collect();
     for name in rules.keys().filter(|n| !documented.contains(*n)) {
         problems.push(format!(
-            "`{name}` is mapped but not in README.md's Metrics table"
+            "`{name}` is mapped but not in docs/metrics.md's Metrics table"
         ));
     }
     assert!(
         problems.is_empty(),
-        "deploy/statsd-exporter/mapping.yml and README.md's Metrics table disagree: {problems:#?}"
+        "deploy/statsd-exporter/mapping.yml and docs/metrics.md's Metrics table disagree: \
+         {problems:#?}"
     );
     let unknown: Vec<String> = referenced_metrics(MAPPING)
         .difference(&known_series())

@@ -4,7 +4,7 @@
 //! from an unreachable dead-letter producer.
 //!
 //! Each scenario prints one result line (`cargo test --test gauntlet -- --nocapture`). CI runs the
-//! short version; `DUAL_INDEXER_GAUNTLET=full` runs the parameters the README reports.
+//! short version; `DUAL_INDEXER_GAUNTLET=full` runs the parameters docs/reliability.md reports.
 
 mod support;
 

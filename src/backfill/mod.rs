@@ -28,8 +28,7 @@
 //! `--version-source`; then a backfilled copy that is newer than what the live replay has reached
 //! so far stays until the replay catches up.
 //!
-//! Progress is checkpointed per slice after every page ([`checkpoint`]); see the README section
-//! "Backfill" for the argument in full and what `verify` shows where it cannot hold.
+//! Progress is checkpointed per slice after every page ([`checkpoint`]); see docs/backfill.md for the argument in full and what `verify` shows where it cannot hold.
 
 pub mod checkpoint;
 pub mod pace;

@@ -475,8 +475,8 @@ pub fn variables() -> BTreeSet<String> {
     out
 }
 
-/// The settings reference: one row per key, over every subcommand. The README embeds it between
-/// markers, and a test keeps the two equal.
+/// The settings reference: one row per key, over every subcommand. docs/configuration.md embeds it
+/// between markers, and a test keeps the two equal.
 pub fn reference() -> String {
     struct Row {
         flags: BTreeSet<String>,

@@ -34,7 +34,7 @@ use rdkafka::ClientConfig;
 /// Headers longer than this are cut, so one huge reason cannot make the dead letter itself too large.
 const MAX_REASON_BYTES: usize = 4096;
 
-/// Header names, shared with the tests and the README.
+/// Header names, shared with the tests and docs/how-it-works.md.
 pub mod headers {
     /// Error class.
     pub const CLASS: &str = "dual-indexer.error.class";
