@@ -1,4 +1,5 @@
-//! Small file helpers shared by the commands that keep state on disk.
+//! Small file helpers shared by the commands that keep state on disk, and the clock their
+//! records are stamped with.
 
 use std::path::Path;
 
@@ -9,9 +10,25 @@ pub fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> any
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let bytes = serde_json::to_vec_pretty(value)?;
-    std::fs::write(&tmp, bytes)
+    write_synced(&tmp, &bytes)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// Writes `bytes` and waits until they are on disk, so that a rename after it never exposes a
+/// file whose content a power loss could still take back.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Now in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

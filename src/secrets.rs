@@ -85,6 +85,20 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// A URL without user and password, for records and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                let _ = parsed.set_username("");
+                let _ = parsed.set_password(None);
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
 /// An environment of the given pairs, for tests of code that reads secrets.
 #[cfg(test)]
 pub(crate) fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -149,5 +163,18 @@ mod tests {
         assert!(missing.starts_with("X_PASSWORD_FILE: cannot read `/no/such/file`"));
         let empty = from_env("X_PASSWORD", &env(&[("X_PASSWORD", "")])).unwrap_err();
         assert_eq!(empty, "X_PASSWORD is set but empty");
+    }
+
+    #[test]
+    fn credentials_never_reach_a_record() {
+        assert_eq!(
+            redact_url("https://elastic:s3cret@es.example:9200/"),
+            "https://es.example:9200/"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:9200"),
+            "http://127.0.0.1:9200/"
+        );
+        assert!(!redact_url("not a url with s3cret").contains("s3cret"));
     }
 }

@@ -38,7 +38,7 @@ pub fn shown(key: &str, values: &[String]) -> String {
         } else if sensitive(key) {
             "<redacted>".to_owned()
         } else if v.contains("://") {
-            crate::cutover::redact_url(v)
+            crate::secrets::redact_url(v)
         } else {
             v.clone()
         }
@@ -180,19 +180,19 @@ async fn cluster(what: &str, url: &str, security: &ClusterSecurity) -> Finding {
         let client = es::secure_client(url, security, Duration::from_secs(10)).map_err(|e| format!("{e:#}"))?;
         let (status, reply) = es::request(&client, Method::Get, "/", None)
             .await
-            .map_err(|e| format!("{} is not reachable: {e:#}", crate::cutover::redact_url(url)))?;
+            .map_err(|e| format!("{} is not reachable: {e:#}", crate::secrets::redact_url(url)))?;
         match status {
             200 => Ok(format!(
                 "{} answers: {} {}",
-                crate::cutover::redact_url(url),
+                crate::secrets::redact_url(url),
                 reply["version"]["distribution"].as_str().unwrap_or("elasticsearch"),
                 reply["version"]["number"].as_str().unwrap_or("?")
             )),
             401 | 403 => Err(format!(
                 "{} refused the credentials (HTTP {status}); check the username, password or API key",
-                crate::cutover::redact_url(url)
+                crate::secrets::redact_url(url)
             )),
-            _ => Err(format!("{} answered HTTP {status}", crate::cutover::redact_url(url))),
+            _ => Err(format!("{} answered HTTP {status}", crate::secrets::redact_url(url))),
         }
     }
     .await;

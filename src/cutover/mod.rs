@@ -18,6 +18,8 @@ use elasticsearch::Elasticsearch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::files::unix_now;
+use crate::secrets::redact_url;
 use alias::AliasState;
 
 /// What an alias swap changed, kept so that a rollback can undo exactly that.
@@ -109,43 +111,4 @@ pub async fn rollback(
     let actions = alias::plan_restore(&current, &record.before);
     alias::apply(client, &actions).await?;
     Ok((current, actions))
-}
-
-/// Now in Unix seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// A URL without user and password, for records and logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if !parsed.username().is_empty() || parsed.password().is_some() {
-                let _ = parsed.set_username("");
-                let _ = parsed.set_password(None);
-            }
-            parsed.to_string()
-        }
-        Err(_) => "(unparsable URL)".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_never_reach_a_record() {
-        assert_eq!(
-            redact_url("https://elastic:s3cret@es.example:9200/"),
-            "https://es.example:9200/"
-        );
-        assert_eq!(
-            redact_url("http://127.0.0.1:9200"),
-            "http://127.0.0.1:9200/"
-        );
-        assert!(!redact_url("not a url with s3cret").contains("s3cret"));
-    }
 }

@@ -1,7 +1,6 @@
 //! A dead letter: a command that cannot be applied, with why and from where. No Kafka here, so
 //! the sink and the transform can name their refusals without knowing where they are written.
 
-use crate::sink::Refusal;
 use crate::transform::Rejection;
 
 /// Why a command was dead-lettered: the `dual-indexer.error.class` header.
@@ -45,6 +44,31 @@ impl From<&Rejection> for ErrorClass {
             Rejection::Transform(_) => Self::Transform,
         }
     }
+}
+
+/// Why an item was refused for good, with the message it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `Mapping` for a 4xx refusal, `RequestRefused` for a document that alone makes
+    /// Elasticsearch refuse a whole request, `RetriesExhausted` after the retry bound.
+    pub class: ErrorClass,
+    /// Elasticsearch's error type and reason, or the transport error.
+    pub reason: String,
+    /// Elasticsearch's error type, when there is one.
+    pub es_type: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The message, byte for byte.
+    pub original: Original,
+}
+
+/// The original message of an item, copied out of its batch for the dead-letter topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Original {
+    /// The original message key.
+    pub key: Option<Vec<u8>>,
+    /// The original message payload.
+    pub payload: Vec<u8>,
 }
 
 /// One command on its way to the dead-letter topic.

@@ -10,9 +10,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sink::{Batch, Provenance};
+use crate::sink::{Batch, Provenance, Tracked};
 use crate::source::offsets::Ticket;
 use crate::transform::Write;
+
+/// The replay's writes are known to the sink by their offset-tracker ticket.
+impl Tracked for Ticket {
+    fn position(&self) -> (i32, i64) {
+        (self.partition, self.offset)
+    }
+}
 
 /// How batches are sized and how many are sent at once.
 #[derive(Debug, Clone, Copy)]
@@ -30,9 +37,9 @@ pub struct Limits {
 /// The open batch, the sealed ones waiting for a slot, and the slots in use.
 pub struct Batcher {
     limits: Limits,
-    open: Batch,
+    open: Batch<Ticket>,
     deadline: Option<Instant>,
-    ready: VecDeque<Batch>,
+    ready: VecDeque<Batch<Ticket>>,
     in_flight: usize,
     /// Bytes of the batches sealed and not yet finished (queued or in flight).
     sealed_bytes: usize,
@@ -51,12 +58,12 @@ impl Batcher {
         }
     }
 
-    fn empty(limits: &Limits) -> Batch {
+    fn empty(limits: &Limits) -> Batch<Ticket> {
         Batch::with_capacity(limits.max_bytes.min(16 << 20), limits.max_docs)
     }
 
     /// Adds a write to the open batch, sealing it once full; true if it was sealed.
-    pub fn push(&mut self, write: Write<'_>, provenance: Provenance<'_>) -> bool {
+    pub fn push(&mut self, write: Write<'_>, provenance: Provenance<'_, Ticket>) -> bool {
         self.open.push(write, provenance);
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + self.limits.linger);
@@ -87,7 +94,7 @@ impl Batcher {
 
     /// The next queued batch, with the bytes it holds, if a request slot is free; the slot is
     /// taken until [`Batcher::finished`] gives the bytes back.
-    pub fn next_to_send(&mut self) -> Option<(Batch, usize)> {
+    pub fn next_to_send(&mut self) -> Option<(Batch<Ticket>, usize)> {
         if self.in_flight >= self.limits.max_in_flight {
             return None;
         }

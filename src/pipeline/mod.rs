@@ -13,6 +13,7 @@
 
 pub mod batcher;
 pub mod flow;
+pub mod joining;
 pub mod stats;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 use crate::dlq::{DeadLetter, DeadLetterQueue, Delivered};
 use crate::lag::rule::Status;
 use crate::lag::Sampled;
+use crate::sink::layout::partition_change_error;
 use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
 use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
 use crate::source::offsets::Ticket;
@@ -33,6 +35,7 @@ use crate::status::StatusBoard;
 use crate::transform::{self, Origin, Rejection, Schema, VersionSource};
 use batcher::{Batcher, Limits};
 use flow::{Flow, Load};
+use joining::{Joining, Say};
 use stats::{Gauges, RunStats};
 
 pub use flow::HOLD_BEFORE_PAUSE;
@@ -108,7 +111,7 @@ enum Event<'a> {
 pub struct Pipeline {
     settings: RunSettings,
     source: CommandSource,
-    sink: BulkSink,
+    sink: BulkSink<Ticket>,
     dlq: DeadLetterQueue,
     batcher: Batcher,
     tasks: JoinSet<Done>,
@@ -121,13 +124,14 @@ pub struct Pipeline {
     max_bytes: usize,
     board: Arc<StatusBoard>,
     stats: RunStats,
+    joining: Joining,
 }
 
 impl Pipeline {
     /// Connects to Kafka (consumer and dead-letter producer) and subscribes to the topic.
     pub fn new(
         kafka_config: &rdkafka::ClientConfig,
-        sink: BulkSink,
+        sink: BulkSink<Ticket>,
         settings: RunSettings,
         board: Arc<StatusBoard>,
     ) -> anyhow::Result<Self> {
@@ -162,6 +166,7 @@ impl Pipeline {
             max_bytes: settings.batch_max_bytes * (settings.max_in_flight + 2),
             board,
             stats: RunStats::new(&settings.topic),
+            joining: Joining::new(std::time::Instant::now()),
             settings,
         })
     }
@@ -203,6 +208,7 @@ impl Pipeline {
                     self.source.commit();
                     self.board.pipeline_tick(self.stats.counters(self.gauges()));
                     self.board.holding(self.sink.holding());
+                    self.say_if_not_joined();
                 }
                 Event::LagStatus(Ok(())) => {
                     let caught_up = until_caught_up
@@ -223,8 +229,14 @@ impl Pipeline {
                 Event::HoldExpired => {}
                 Event::Message(Ok(Some(message))) => self.on_message(&message),
                 Event::Message(Ok(None)) => {}
-                Event::Message(Err(RecvError::PartitionsAdded(reason))) => {
-                    break Err(anyhow::anyhow!(reason))
+                Event::Message(Err(RecvError::PartitionsAdded {
+                    topic,
+                    recorded,
+                    now,
+                })) => {
+                    break Err(anyhow::anyhow!(partition_change_error(
+                        &topic, recorded, now
+                    )))
                 }
                 Event::Message(Err(e)) => {
                     metrics::counter!("kafka.errors").increment(1);
@@ -355,6 +367,26 @@ impl Pipeline {
     }
 
     /// Writes a dead letter in a task of its own (see [`DeadLetterQueue::deliver`]).
+    /// Logs and shows that the consumer waits to join its group, while it does.
+    fn say_if_not_joined(&mut self) {
+        let assigned = self.source.has_assignment();
+        match self.joining.check(assigned, std::time::Instant::now()) {
+            Say::Nothing => {}
+            Say::Waiting(waited) => {
+                let what = format!(
+                    "to join consumer group `{}`: no partition of `{}` is assigned yet",
+                    self.settings.group, self.settings.topic
+                );
+                tracing::warn!(waited_secs = waited.as_secs(), "waiting {what}");
+                self.board.waiting_for(Some(what));
+            }
+            Say::Joined => {
+                tracing::info!(group = %self.settings.group, "joined the consumer group");
+                self.board.waiting_for(None);
+            }
+        }
+    }
+
     fn dead_letter(&mut self, letter: DeadLetter, ticket: Ticket) {
         let dlq = self.dlq.clone();
         let wanted = self.source.wanted();

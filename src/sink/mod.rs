@@ -13,5 +13,6 @@ pub mod retry;
 pub mod service;
 mod waiting;
 
-pub use request::{Batch, BatchItem, OpKind, Original, Provenance};
-pub use service::{BulkSink, Fatal, ItemOutcome, Refusal, RetryPolicy, Wanted};
+pub use crate::dlq::letter::{Original, Refusal};
+pub use request::{Batch, BatchItem, OpKind, Provenance, Tracked};
+pub use service::{BulkSink, Fatal, ItemOutcome, RetryPolicy, Wanted};

@@ -1,15 +1,15 @@
 //! Building `_bulk` request bodies.
 //!
 //! A [`Batch`] is one NDJSON body plus, for every item, the byte range of its lines and what the
-//! offset tracker and the dead-letter path need to know about it. Retrying a subset of items
+//! caller (its ticket) and the dead-letter path need to know about it. Retrying a subset of items
 //! rebuilds a body from those ranges, so a retry never re-encodes a document. The original
 //! message keys and payloads, kept for dead letters, live in one arena per batch rather than in
 //! an allocation per message.
 
 use std::ops::Range;
 
+use crate::dlq::letter::Original;
 use crate::json_text::{write_str, write_u64};
-use crate::source::offsets::Ticket;
 use crate::transform::{Op, Write};
 
 /// How an index action line starts, up to its quoted `_id`.
@@ -29,52 +29,62 @@ pub enum OpKind {
     Delete,
 }
 
+/// What the caller knows a write by. The sink hands it back with the write's outcome and knows
+/// nothing else about it: a Kafka partition, offset and assignment epoch for the replay, a slice
+/// and a hit for the backfill.
+pub trait Tracked: Copy + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static {
+    /// A stream (a partition, a slice) and a position in it, for the log lines that name where a
+    /// batch's writes came from.
+    fn position(&self) -> (i32, i64);
+}
+
 /// The message behind a write, as handed to [`Batch::push`].
 #[derive(Debug, Clone, Copy)]
-pub struct Provenance<'a> {
-    /// The offset-tracker ticket (partition, offset, epoch).
-    pub ticket: Ticket,
+pub struct Provenance<'a, T> {
+    /// The caller's ticket for the message.
+    pub ticket: T,
     /// The original message key.
     pub key: Option<&'a [u8]>,
     /// The original message payload.
     pub payload: &'a [u8],
 }
 
-/// The original message of an item, copied out of its batch for the dead-letter topic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Original {
-    /// The original message key.
-    pub key: Option<Vec<u8>>,
-    /// The original message payload.
-    pub payload: Vec<u8>,
-}
-
 /// One item of a batch.
 #[derive(Debug, Clone)]
-pub struct BatchItem {
+pub struct BatchItem<T> {
     /// Index or delete.
     pub op: OpKind,
     /// Byte range of this item's lines in the batch body.
     pub lines: Range<usize>,
     /// Attempts made so far.
     pub attempts: u32,
-    /// The offset-tracker ticket of the message behind the item.
-    pub ticket: Ticket,
+    /// The caller's ticket for the message behind the item.
+    pub ticket: T,
     key: Option<Range<usize>>,
     payload: Range<usize>,
 }
 
 /// A `_bulk` body and its items, in body order.
-#[derive(Debug, Default)]
-pub struct Batch {
+#[derive(Debug)]
+pub struct Batch<T> {
     /// NDJSON body.
     pub body: Vec<u8>,
     /// Items in body order.
-    pub items: Vec<BatchItem>,
+    pub items: Vec<BatchItem<T>>,
     originals: Vec<u8>,
 }
 
-impl Batch {
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Self {
+            body: Vec::new(),
+            items: Vec::new(),
+            originals: Vec::new(),
+        }
+    }
+}
+
+impl<T: Tracked> Batch<T> {
     /// An empty batch with room for `bytes` of body and `docs` items.
     pub fn with_capacity(bytes: usize, docs: usize) -> Self {
         Self {
@@ -95,7 +105,7 @@ impl Batch {
     }
 
     /// Appends one versioned write.
-    pub fn push(&mut self, write: Write<'_>, provenance: Provenance<'_>) {
+    pub fn push(&mut self, write: Write<'_>, provenance: Provenance<'_, T>) {
         let start = self.body.len();
         let op = match write.op {
             Op::Index(_) => OpKind::Index,
@@ -133,7 +143,7 @@ impl Batch {
     }
 
     /// A copy of the message behind `item`.
-    pub fn original(&self, item: &BatchItem) -> Original {
+    pub fn original(&self, item: &BatchItem<T>) -> Original {
         Original {
             key: item.key.clone().map(|k| self.originals[k].to_vec()),
             payload: self.originals[item.payload.clone()].to_vec(),
@@ -145,10 +155,10 @@ impl Batch {
         let mut ranges: std::collections::BTreeMap<i32, (i64, i64)> =
             std::collections::BTreeMap::new();
         for item in &self.items {
-            let t = item.ticket;
-            let range = ranges.entry(t.partition).or_insert((t.offset, t.offset));
-            range.0 = range.0.min(t.offset);
-            range.1 = range.1.max(t.offset);
+            let (stream, position) = item.ticket.position();
+            let range = ranges.entry(stream).or_insert((position, position));
+            range.0 = range.0.min(position);
+            range.1 = range.1.max(position);
         }
         ranges
             .iter()
@@ -160,7 +170,7 @@ impl Batch {
     /// The `_id` of `item` as it stands in its action line: a quoted, escaped JSON string. One id
     /// always encodes to the same bytes, so this serves as a key. Read back from the line rather
     /// than kept per item, because only the rare retry path needs it.
-    pub fn quoted_id<'b>(&'b self, item: &BatchItem) -> &'b [u8] {
+    pub fn quoted_id<'b>(&'b self, item: &BatchItem<T>) -> &'b [u8] {
         let line = &self.body[item.lines.clone()];
         let start = match item.op {
             OpKind::Index => INDEX_PREFIX.len(),
@@ -173,7 +183,7 @@ impl Batch {
     }
 
     /// The external version of `item`, read back from its action line (see [`Self::quoted_id`]).
-    pub fn version(&self, item: &BatchItem) -> u64 {
+    pub fn version(&self, item: &BatchItem<T>) -> u64 {
         let line = &self.body[item.lines.clone()];
         let digits = memchr::memmem::find(line, VERSION_KEY)
             .map_or(&[][..], |at| &line[at + VERSION_KEY.len()..]);
@@ -186,14 +196,14 @@ impl Batch {
     }
 
     /// The document id of `item`, for messages.
-    pub fn document_id(&self, item: &BatchItem) -> String {
+    pub fn document_id(&self, item: &BatchItem<T>) -> String {
         serde_json::from_slice::<String>(self.quoted_id(item)).unwrap_or_else(|_| "?".to_owned())
     }
 
     /// Drops the items `keep` refuses, returning how many were dropped. The body is rebuilt
     /// only when something was dropped.
-    pub fn retain(&mut self, mut keep: impl FnMut(&BatchItem) -> bool) -> usize {
-        let kept: Vec<BatchItem> = self.items.iter().filter(|i| keep(i)).cloned().collect();
+    pub fn retain(&mut self, mut keep: impl FnMut(&BatchItem<T>) -> bool) -> usize {
+        let kept: Vec<BatchItem<T>> = self.items.iter().filter(|i| keep(i)).cloned().collect();
         let dropped = self.items.len() - kept.len();
         if dropped > 0 {
             *self = self.subset(kept);
@@ -207,7 +217,7 @@ impl Batch {
     }
 
     /// A new batch holding only `items`, whose ranges point into `self.body`.
-    pub fn subset(&self, items: Vec<BatchItem>) -> Batch {
+    pub fn subset(&self, items: Vec<BatchItem<T>>) -> Self {
         let mut out = Batch::with_capacity(items.iter().map(|i| i.lines.len()).sum(), items.len());
         for mut item in items {
             let start = out.body.len();
@@ -227,13 +237,19 @@ mod tests {
 
     const PAYLOADS: [&[u8]; 3] = [b"zero", b"one", b"two"];
 
-    fn provenance(offset: i64) -> Provenance<'static> {
+    /// A partition and an offset.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub(crate) struct At(pub i32, pub i64);
+
+    impl Tracked for At {
+        fn position(&self) -> (i32, i64) {
+            (self.0, self.1)
+        }
+    }
+
+    fn provenance(offset: i64) -> Provenance<'static, At> {
         Provenance {
-            ticket: Ticket {
-                partition: 0,
-                offset,
-                epoch: 1,
-            },
+            ticket: At(0, offset),
             key: (offset % 2 == 0).then_some(b"key".as_slice()),
             payload: PAYLOADS[offset as usize % 3],
         }
@@ -306,7 +322,7 @@ mod tests {
         let mut batch = Batch::default();
         for (partition, offset) in [(2, 9), (0, 5), (2, 7), (0, 6)] {
             let mut p = provenance(offset);
-            p.ticket.partition = partition;
+            p.ticket.0 = partition;
             batch.push(
                 Write {
                     id: "a".into(),
@@ -317,7 +333,7 @@ mod tests {
             );
         }
         assert_eq!(batch.origins(), "0:5-6 2:7-9");
-        assert_eq!(Batch::default().origins(), "");
+        assert_eq!(Batch::<At>::default().origins(), "");
     }
 
     #[test]
@@ -325,7 +341,7 @@ mod tests {
         let mut batch = Batch::default();
         for (i, partition) in [0, 1, 0].into_iter().enumerate() {
             let mut p = provenance(i as i64);
-            p.ticket.partition = partition;
+            p.ticket.0 = partition;
             batch.push(
                 Write {
                     id: format!("d{i}").into(),
@@ -335,7 +351,7 @@ mod tests {
                 p,
             );
         }
-        assert_eq!(batch.retain(|item| item.ticket.partition == 0), 1);
+        assert_eq!(batch.retain(|item| item.ticket.0 == 0), 1);
         assert_eq!(
             String::from_utf8(batch.body.clone()).unwrap(),
             concat!(

@@ -16,14 +16,13 @@ use elasticsearch::Elasticsearch;
 use serde::Deserialize;
 
 use super::hold::Hold;
-use super::request::{Batch, BatchItem, OpKind, Original};
+use super::request::{Batch, BatchItem, OpKind, Tracked};
 use super::retry::{
     classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
 };
 use super::waiting::{Turn, Waiting};
 use crate::backoff::{backoff, jitter};
-use crate::dlq::letter::ErrorClass;
-use crate::source::offsets::Ticket;
+use crate::dlq::letter::{ErrorClass, Refusal};
 
 /// Requests of one batch that got no answer within the timeout, in a row, after which the batch
 /// is sent in halves: a body that is always too slow to index would otherwise be resent forever.
@@ -68,21 +67,8 @@ pub enum ItemOutcome {
     Revoked,
 }
 
-/// Why an item was refused for good, with the message it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// `Mapping` for a 4xx refusal, `RequestRefused` for a document that alone makes
-    /// Elasticsearch refuse a whole request, `RetriesExhausted` after the retry bound.
-    pub class: ErrorClass,
-    /// Elasticsearch's error type and reason, or the transport error.
-    pub reason: String,
-    /// Elasticsearch's error type, when there is one.
-    pub es_type: Option<String>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The message, byte for byte.
-    pub original: Original,
-}
+/// The items of an answered request to send again, and the backoff to wait first.
+type RetryLater<T> = (Vec<BatchItem<T>>, Duration);
 
 /// An error that retrying cannot fix: the pipeline stops and commits nothing past it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -90,18 +76,18 @@ pub struct Refusal {
 pub struct Fatal(pub String);
 
 /// Which of a batch's items are still wanted (the pipeline's: is its partition still assigned).
-pub type Wanted = Arc<dyn Fn(Ticket) -> bool + Send + Sync>;
+pub type Wanted<T> = Arc<dyn Fn(T) -> bool + Send + Sync>;
 
 /// Sends batches to one index of one cluster.
 #[derive(Clone)]
-pub struct BulkSink {
+pub struct BulkSink<T> {
     client: Elasticsearch,
     path: String,
     index: String,
     policy: RetryPolicy,
     timeout: Duration,
     shared: Arc<Shared>,
-    wanted: Option<Wanted>,
+    wanted: Option<Wanted<T>>,
 }
 
 #[derive(Default)]
@@ -165,7 +151,7 @@ enum Attempt {
     },
 }
 
-impl BulkSink {
+impl<T: Tracked> BulkSink<T> {
     /// A sink writing to `index` (an index or a write alias) through `client`.
     pub fn new(client: Elasticsearch, index: &str, policy: RetryPolicy, timeout: Duration) -> Self {
         Self {
@@ -180,7 +166,7 @@ impl BulkSink {
     }
 
     /// Before every retry, drop the items `wanted` refuses (as [`ItemOutcome::Revoked`]).
-    pub fn with_wanted(mut self, wanted: Wanted) -> Self {
+    pub fn with_wanted(mut self, wanted: Wanted<T>) -> Self {
         self.wanted = Some(wanted);
         self
     }
@@ -202,8 +188,8 @@ impl BulkSink {
     /// in the order the batches were sealed.
     pub fn deliver(
         &self,
-        batch: Batch,
-    ) -> impl std::future::Future<Output = Result<Vec<(Ticket, ItemOutcome)>, Fatal>> + Send + 'static
+        batch: Batch<T>,
+    ) -> impl std::future::Future<Output = Result<Vec<(T, ItemOutcome)>, Fatal>> + Send + 'static
     {
         let sink = self.clone();
         let turn = self.shared.waiting.begin();
@@ -212,15 +198,15 @@ impl BulkSink {
 
     async fn deliver_in_turn(
         &self,
-        batch: Batch,
+        batch: Batch<T>,
         turn: Turn,
-    ) -> Result<Vec<(Ticket, ItemOutcome)>, Fatal> {
+    ) -> Result<Vec<(T, ItemOutcome)>, Fatal> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut queue = vec![(batch, 0u32)];
         let mut request_failures = 0u32;
         // Items waiting to be sent again, kept aside so that the common path carries nothing.
         // (A fatal error ends the run, so the documents it still watches need no unwatching.)
-        let mut retrying: HashMap<Ticket, Retrying> = HashMap::new();
+        let mut retrying: HashMap<T, Retrying> = HashMap::new();
         while let Some((mut batch, timeouts)) = queue.pop() {
             self.drop_unwanted(&mut batch, turn.number, &mut retrying, &mut outcomes);
             if batch.is_empty() {
@@ -346,12 +332,12 @@ impl BulkSink {
     /// items to send again are returned with the backoff to wait first.
     fn read_items(
         &self,
-        batch: &Batch,
+        batch: &Batch<T>,
         turn: u64,
         results: Vec<ItemResult>,
-        retrying: &mut HashMap<Ticket, Retrying>,
-        outcomes: &mut Vec<(Ticket, ItemOutcome)>,
-    ) -> Result<Option<(Vec<BatchItem>, Duration)>, Fatal> {
+        retrying: &mut HashMap<T, Retrying>,
+        outcomes: &mut Vec<(T, ItemOutcome)>,
+    ) -> Result<Option<RetryLater<T>>, Fatal> {
         let decisions: Vec<ItemDecision> = batch
             .items
             .iter()
@@ -454,13 +440,13 @@ impl BulkSink {
     /// was revoked) or were overtaken by a newer write of the same document.
     fn drop_unwanted(
         &self,
-        batch: &mut Batch,
+        batch: &mut Batch<T>,
         turn: u64,
-        retrying: &mut HashMap<Ticket, Retrying>,
-        outcomes: &mut Vec<(Ticket, ItemOutcome)>,
+        retrying: &mut HashMap<T, Retrying>,
+        outcomes: &mut Vec<(T, ItemOutcome)>,
     ) {
         let waiting = &self.shared.waiting;
-        let verdict = |item: &BatchItem| {
+        let verdict = |item: &BatchItem<T>| {
             if self
                 .wanted
                 .as_ref()
@@ -567,17 +553,17 @@ impl BulkSink {
 }
 
 /// The two halves of a batch, the first to be sent first (the queue is a stack).
-fn halves(batch: &Batch) -> [Batch; 2] {
+fn halves<T: Tracked>(batch: &Batch<T>) -> [Batch<T>; 2] {
     let mut first = batch.items.clone();
     let second = first.split_off(first.len() / 2);
     [batch.subset(second), batch.subset(first)]
 }
 
-fn dead_letter(
+fn dead_letter<T: Tracked>(
     class: ErrorClass,
     result: &ItemResult,
-    item: &BatchItem,
-    batch: &Batch,
+    item: &BatchItem<T>,
+    batch: &Batch<T>,
 ) -> ItemOutcome {
     ItemOutcome::DeadLetter(Refusal {
         class,

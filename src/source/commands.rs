@@ -86,9 +86,19 @@ pub enum RecvError {
     /// The consumer reported an error; it keeps consuming.
     #[error("Kafka consumer error: {0}")]
     Kafka(String),
-    /// A message came from a partition the index's offset versions do not cover.
-    #[error("{0}")]
-    PartitionsAdded(String),
+    /// A message came from a partition the index's offset versions do not cover: the index was
+    /// built from `recorded` partitions and the topic has at least `now`.
+    #[error(
+        "topic `{topic}` has at least {now} partitions, but the index was built from {recorded}"
+    )]
+    PartitionsAdded {
+        /// The topic.
+        topic: String,
+        /// The partition count recorded in the index.
+        recorded: i32,
+        /// The partition count the message shows, at least.
+        now: i32,
+    },
 }
 
 impl Reader {
@@ -101,9 +111,11 @@ impl Reader {
             .map_err(|e| RecvError::Kafka(e.to_string()))?;
         let partition = message.partition();
         if let Some(count) = self.partitions_recorded.filter(|c| partition >= *c) {
-            return Err(RecvError::PartitionsAdded(
-                crate::sink::layout::partition_change_error(&self.topic, count, partition + 1),
-            ));
+            return Err(RecvError::PartitionsAdded {
+                topic: self.topic.clone(),
+                recorded: count,
+                now: partition + 1,
+            });
         }
         let ticket = lock(&self.tracker).track(partition, message.offset());
         Ok(ticket.map(|ticket| Incoming { message, ticket }))
@@ -165,6 +177,11 @@ impl CommandSource {
     /// Messages received and not final.
     pub fn pending(&self) -> usize {
         lock(&self.tracker).pending()
+    }
+
+    /// Whether any partition is assigned to this member now.
+    pub fn has_assignment(&self) -> bool {
+        lock(&self.tracker).assigned().next().is_some()
     }
 
     /// Whether `ticket`'s partition is still assigned in the epoch it was received in.

@@ -84,8 +84,8 @@ impl Schema {
     /// The index template of this schema.
     pub fn template(self) -> &'static str {
         match self {
-            Self::New => crate::es::NEW_INDEX_TEMPLATE,
-            Self::Legacy => crate::es::LEGACY_INDEX_TEMPLATE,
+            Self::New => crate::schemas::NEW_INDEX_TEMPLATE,
+            Self::Legacy => crate::schemas::LEGACY_INDEX_TEMPLATE,
         }
     }
 }

@@ -491,7 +491,7 @@ async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<
     anyhow::ensure!(
         (200..300).contains(&status),
         "index `{index}` on {} cannot be read (HTTP {status}): {reply}",
-        crate::cutover::redact_url(url)
+        crate::secrets::redact_url(url)
     );
     let indices = reply
         .as_object()
@@ -499,7 +499,7 @@ async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<
         .unwrap_or_default();
     es::refresh(client, index).await?;
     Ok(SideReport {
-        url: crate::cutover::redact_url(url),
+        url: crate::secrets::redact_url(url),
         index: index.to_owned(),
         indices,
         count: es::count(client, index).await?,
@@ -508,7 +508,7 @@ async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<
 
 /// Runs the whole check.
 pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
-    let started_at = crate::cutover::unix_now();
+    let started_at = crate::files::unix_now();
     let timeout = Duration::from_secs(120);
     let legacy = es::secure_client(&settings.legacy_url, &settings.security.legacy, timeout)?;
     let new = es::secure_client(&settings.new_url, &settings.security.new, timeout)?;
@@ -539,7 +539,7 @@ pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
         tool: "dual-indexer verify",
         version: env!("CARGO_PKG_VERSION"),
         started_at,
-        finished_at: crate::cutover::unix_now(),
+        finished_at: crate::files::unix_now(),
         legacy: legacy_side,
         new: new_side,
         documents,
