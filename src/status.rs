@@ -39,6 +39,8 @@ struct Board {
     counters: serde_json::Value,
     index: serde_json::Value,
     holding: Option<String>,
+    /// What the start-up waits for, and when it last tried.
+    waiting_for: Option<(String, Instant)>,
 }
 
 impl StatusBoard {
@@ -71,16 +73,28 @@ impl StatusBoard {
         self.lock().holding = reason;
     }
 
+    /// What the start-up waits for now (a broker, a cluster), or `None` once it has it.
+    pub fn waiting_for(&self, what: Option<String>) {
+        self.lock().waiting_for = what.map(|w| (w, Instant::now()));
+    }
+
+    fn waiting(&self) -> Option<String> {
+        self.lock().waiting_for.as_ref().map(|(w, _)| w.clone())
+    }
+
     /// The target index's bulk-load settings, as last read.
     pub fn index_settings(&self, settings: serde_json::Value) {
         self.lock().index = settings;
     }
 
-    /// Whether both loops ticked recently.
+    /// Whether both loops ticked recently or, before the replay starts, whether the start-up
+    /// is waiting and still trying.
     pub fn healthy(&self) -> bool {
         let monitor_tick = self.lag().at;
         let fresh = |t: Option<Instant>| t.is_some_and(|t| t.elapsed() < HEALTHY_WITHIN);
-        fresh(self.lock().pipeline_tick) && fresh(monitor_tick)
+        let b = self.lock();
+        let starting = b.pipeline_tick.is_none() && fresh(b.waiting_for.as_ref().map(|w| w.1));
+        starting || (fresh(b.pipeline_tick) && fresh(monitor_tick))
     }
 
     /// Whether the latest lag status is CAUGHT_UP and no write is held.
@@ -92,7 +106,8 @@ impl StatusBoard {
     fn status_json(&self) -> serde_json::Value {
         let report = self.lag().report;
         let b = self.lock();
-        json!({"lag": report, "replay": b.counters, "index": b.index, "holding": b.holding})
+        let waiting_for = b.waiting_for.as_ref().map(|w| &w.0);
+        json!({"lag": report, "replay": b.counters, "index": b.index, "holding": b.holding, "waiting_for": waiting_for})
     }
 }
 
@@ -148,14 +163,19 @@ fn respond(request_line: &str, board: &StatusBoard) -> (&'static str, String) {
     match path.split('?').next().unwrap_or_default() {
         "/healthz" => {
             let healthy = board.healthy();
-            (ok(healthy), json!({"healthy": healthy}).to_string())
+            let waiting_for = board.waiting();
+            (
+                ok(healthy),
+                json!({"healthy": healthy, "waiting_for": waiting_for}).to_string(),
+            )
         }
         "/readyz" => {
             let ready = board.ready();
             let holding = board.lock().holding.clone();
+            let waiting_for = board.waiting();
             (
                 ok(ready),
-                json!({"ready": ready, "requires": "CAUGHT_UP and no write held", "holding": holding})
+                json!({"ready": ready, "requires": "CAUGHT_UP and no write held", "holding": holding, "waiting_for": waiting_for})
                     .to_string(),
             )
         }
@@ -201,5 +221,25 @@ mod tests {
         tx.send_modify(|sampled| sampled.at = Some(Instant::now()));
         assert!(board.healthy());
         assert!(!board.ready(), "no report yet");
+    }
+
+    #[test]
+    fn a_start_up_that_waits_is_alive_not_ready_and_says_for_what() {
+        let board = StatusBoard::default();
+        board.waiting_for(Some("the Kafka brokers at 127.0.0.1:1: no metadata".into()));
+        let (status, body) = respond("GET /healthz HTTP/1.1", &board);
+        assert_eq!(status, "200 OK");
+        assert!(body.contains("the Kafka brokers at 127.0.0.1:1"), "{body}");
+        let (status, body) = respond("GET /readyz HTTP/1.1", &board);
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("the Kafka brokers at 127.0.0.1:1"), "{body}");
+        assert!(respond("GET /status HTTP/1.1", &board)
+            .1
+            .contains("the Kafka brokers at 127.0.0.1:1"));
+        board.waiting_for(None);
+        assert!(
+            !board.healthy(),
+            "no longer waiting, and the replay has not ticked"
+        );
     }
 }

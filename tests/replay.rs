@@ -339,6 +339,129 @@ async fn a_sigterm_during_startup_exits_zero_at_once_without_consuming() {
     );
 }
 
+/// Collects a child's stderr as it comes, for checks made while the child runs.
+fn stderr_so_far(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (pipe, sink) = (child.stderr.take().unwrap(), std::sync::Arc::clone(&seen));
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    seen
+}
+
+/// Forwards every connection to `127.0.0.1:port` to `upstream` (`http://host:port`): a cluster
+/// that comes up at an address the indexer was already trying.
+async fn forward_from(port: u16, upstream: &str) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_up_says_at_once_what_it_waits_for_and_starts_when_it_comes() {
+    let stack = stack();
+    // No broker at 127.0.0.1:1: the log and the status endpoint name it, and a SIGTERM ends the
+    // wait with exit 0.
+    let status_port = free_port();
+    let mut args = run_args(&stack, &unique("nobroker"), &unique("indexer"), "unused");
+    let brokers = args.iter().position(|a| a == "--brokers").unwrap() + 1;
+    args[brokers] = "127.0.0.1:1".into();
+    args.extend(["--status-addr".into(), format!("127.0.0.1:{status_port}")]);
+    let mut child = indexer()
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .guarded();
+    let log = stderr_so_far(&mut child);
+    let waiting = wait_for(
+        "/healthz to name the broker",
+        Duration::from_secs(30),
+        || {
+            get(status_port, "/healthz")
+                .filter(|(code, body)| *code == 200 && body["waiting_for"].is_string())
+        },
+    );
+    assert!(
+        waiting.1["waiting_for"]
+            .as_str()
+            .unwrap()
+            .contains("the Kafka brokers at 127.0.0.1:1"),
+        "{}",
+        waiting.1
+    );
+    let (ready, _) = get(status_port, "/readyz").unwrap();
+    assert_eq!(ready, 503);
+    wait_for(
+        "a log line naming the broker",
+        Duration::from_secs(30),
+        || {
+            log.lock()
+                .unwrap()
+                .contains("waiting for the Kafka brokers at 127.0.0.1:1")
+                .then_some(())
+        },
+    );
+    terminate(&child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "exit {status}");
+
+    // A cluster that is not there yet: the log names it at once, and the replay starts once
+    // the cluster answers at that address.
+    let (topic, index, group) = (
+        unique("nocluster"),
+        unique("tags-v2-late"),
+        unique("indexer"),
+    );
+    produce_topic(&stack, &topic, 2, &generate::messages(&spec(300, 60, 12))).await;
+    let es_port = free_port();
+    let args = run_args_to(
+        &stack,
+        &topic,
+        &group,
+        &index,
+        &format!("http://127.0.0.1:{es_port}"),
+    );
+    let mut child = indexer()
+        .args(&args)
+        .args(["--until-caught-up"])
+        .stderr(std::process::Stdio::piped())
+        .guarded();
+    let log = stderr_so_far(&mut child);
+    wait_for(
+        "a log line naming the cluster",
+        Duration::from_secs(30),
+        || {
+            log.lock()
+                .unwrap()
+                .contains(&format!(
+                    "waiting for Elasticsearch at http://127.0.0.1:{es_port}/"
+                ))
+                .then_some(())
+        },
+    );
+    forward_from(es_port, &stack.new_es).await;
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    let out = stdout_of(&mut child);
+    assert!(status.success(), "exit {status}: {out}");
+    assert!(out.contains("300 consumed"), "{out}");
+    println!("RESULT start-up waits: the broker named on /healthz, /readyz and in the log, SIGTERM exit 0; the cluster named in the log, the replay started once it answered: {}", out.trim());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_indexer_commits_at_once_rather_than_at_its_next_commit_tick() {
     let stack = stack();

@@ -28,19 +28,37 @@ pub async fn ensure_topic(
 /// The number of partitions of `topic`, from the broker's metadata (blocking: run it off the
 /// async threads). An error if the topic does not exist.
 pub fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<i32> {
+    match probe_partitions(config, topic, Duration::from_secs(30)) {
+        Ok(Some(partitions)) => Ok(partitions),
+        Ok(None) => anyhow::bail!("topic `{topic}` has no partitions (does it exist?)"),
+        Err(e) => anyhow::bail!(e),
+    }
+}
+
+/// One metadata request for `topic` (blocking): its partition count, `None` if the brokers know
+/// no partition of it, or why the brokers did not answer within `timeout`, naming them.
+pub fn probe_partitions(
+    config: &ClientConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<i32>, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let brokers = config.get("bootstrap.servers").unwrap_or("?");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
+        format!(
+            "no metadata from {brokers} within {}s: {e}",
+            timeout.as_secs()
+        )
+    })?;
     let partitions = metadata
         .topics()
         .iter()
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len());
-    anyhow::ensure!(
-        partitions > 0,
-        "topic `{topic}` has no partitions (does it exist?)"
-    );
-    Ok(partitions as i32)
+    Ok((partitions > 0).then_some(partitions as i32))
 }
 
 /// One message read back from a topic.

@@ -1,0 +1,121 @@
+//! Waiting, out loud, for what `run` needs before its replay can start: the Kafka brokers and
+//! the Elasticsearch cluster.
+//!
+//! A sidecar often starts before what it talks to (a compose file, a pod whose broker restarts).
+//! Rather than exit, or sit silent until a client library's own timeout, `run` tries again every
+//! [`RETRY_EVERY`], names the address and the error at the first failure and again every
+//! [`REPEAT_EVERY`], and shows the same on `/healthz`, `/readyz` and `/status`. An answer that
+//! waiting cannot change (credentials refused, a missing topic) ends the wait with that error.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use elasticsearch::http::Method;
+use elasticsearch::Elasticsearch;
+
+use crate::status::StatusBoard;
+
+/// Time between two attempts.
+pub const RETRY_EVERY: Duration = Duration::from_secs(5);
+
+/// Time between two log lines about the same wait.
+pub const REPEAT_EVERY: Duration = Duration::from_secs(30);
+
+/// Why an attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not reachable (yet): try again.
+    Unreachable(String),
+    /// An answer that waiting will not change.
+    Fatal(anyhow::Error),
+}
+
+/// Calls `attempt` until it succeeds or fails for good, saying what it waits for meanwhile.
+/// `what` names the dependency and its address, e.g. "the Kafka brokers at host:9092".
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    board: &StatusBoard,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let started = Instant::now();
+    let mut last_said: Option<Instant> = None;
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                if last_said.is_some() {
+                    tracing::info!(
+                        waited_secs = started.elapsed().as_secs(),
+                        "{what} answered; starting"
+                    );
+                    board.waiting_for(None);
+                }
+                return Ok(value);
+            }
+            Err(Failure::Fatal(e)) => {
+                board.waiting_for(None);
+                return Err(e);
+            }
+            Err(Failure::Unreachable(error)) => {
+                board.waiting_for(Some(format!("{what}: {error}")));
+                if last_said.is_none_or(|t| t.elapsed() >= REPEAT_EVERY) {
+                    let waited_secs = started.elapsed().as_secs();
+                    tracing::warn!(waited_secs, retry_every_secs = RETRY_EVERY.as_secs(), error = %error, "waiting for {what}");
+                    last_said = Some(Instant::now());
+                }
+                tokio::time::sleep(RETRY_EVERY).await;
+            }
+        }
+    }
+}
+
+/// Waits until the cluster at `shown_url` (its address without credentials) answers `GET /`.
+/// A refusal of the credentials ends the wait: waiting will not fix them.
+pub async fn wait_for_cluster(
+    client: &Elasticsearch,
+    shown_url: &str,
+    board: &StatusBoard,
+) -> anyhow::Result<()> {
+    let what = format!("Elasticsearch at {shown_url}");
+    wait_for(&what, board, || async {
+        match crate::es::request(client, Method::Get, "/", None).await {
+            Ok((200..=299, _)) => Ok(()),
+            Ok((status @ (401 | 403), _)) => Err(Failure::Fatal(anyhow::anyhow!(
+                "{shown_url} refused the credentials (HTTP {status}); check the username, password or API key"
+            ))),
+            Ok((status, reply)) => Err(Failure::Unreachable(format!(
+                "HTTP {status}: {}",
+                crate::secrets::scrub(&reply.to_string())
+            ))),
+            Err(e) => Err(Failure::Unreachable(crate::secrets::scrub(&format!("{e:#}")))),
+        }
+    })
+    .await
+}
+
+/// Waits until the brokers answer a metadata request for `topic`, and returns its partition
+/// count: `None` when the brokers know no partition of it (it may not exist yet).
+pub async fn wait_for_topic(
+    config: &rdkafka::ClientConfig,
+    topic: &str,
+    board: &StatusBoard,
+) -> anyhow::Result<Option<i32>> {
+    let brokers = config.get("bootstrap.servers").unwrap_or("?").to_owned();
+    let what = format!("the Kafka brokers at {brokers}");
+    tracing::info!(topic, "connecting to {what}");
+    wait_for(&what, board, || {
+        let (config, topic) = (config.clone(), topic.to_owned());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                crate::source::topics::probe_partitions(&config, &topic, RETRY_EVERY)
+            })
+            .await
+            .map_err(|e| Failure::Fatal(e.into()))?
+            .map_err(|e| Failure::Unreachable(crate::secrets::scrub(&e)))
+        }
+    })
+    .await
+}
