@@ -16,12 +16,7 @@ use serde_json::Value;
 
 use crate::secrets::{self, Secret};
 
-/// The new cluster's index template (`schemas/new-index-template.json`).
-pub const NEW_INDEX_TEMPLATE: &str = include_str!("../schemas/new-index-template.json");
-
-/// The legacy cluster's index template (`schemas/legacy-index-template.json`), for the reference
-/// legacy indexer (`run --schema legacy`).
-pub const LEGACY_INDEX_TEMPLATE: &str = include_str!("../schemas/legacy-index-template.json");
+pub use crate::schemas::{LEGACY_INDEX_TEMPLATE, NEW_INDEX_TEMPLATE};
 
 /// How to authenticate to one cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +118,7 @@ pub fn secure_client(
     security: &ClusterSecurity,
     timeout: Duration,
 ) -> anyhow::Result<Elasticsearch> {
-    let shown = crate::cutover::redact_url(url);
+    let shown = crate::secrets::redact_url(url);
     let mut parsed = url::Url::parse(url)
         .map_err(|e| anyhow::anyhow!("`{shown}` is not a valid Elasticsearch URL: {e}"))?;
     let mut auth = security.auth.clone();
@@ -192,6 +187,17 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An answer that asking again will not change: a 4xx other than 408 (timeout) and 429 (too
+/// many requests). Callers that retry show it at once instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Whether an HTTP status is a final answer to the request (see [`Refused`]).
+pub fn is_final(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
 }
 
 /// Sends a JSON request and returns the status and parsed body (`Null` for an empty body).
@@ -367,10 +373,14 @@ pub async fn page_by_id(
         Some(&body),
     )
     .await?;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "reading `{index}` in _id order failed with HTTP {status}: {reply} (on Elasticsearch 8 and later, sorting on _id needs the cluster setting indices.id_field_data.enabled: true)"
-    );
+    if !(200..300).contains(&status) {
+        let message = format!("reading `{index}` in _id order failed with HTTP {status}: {reply} (on Elasticsearch 8 and later, sorting on _id needs the cluster setting indices.id_field_data.enabled: true)");
+        return Err(if is_final(status) {
+            Refused(message).into()
+        } else {
+            anyhow::anyhow!(message)
+        });
+    }
     let Value::Array(hits) = reply["hits"]["hits"].take() else {
         anyhow::bail!("`{index}/_search` answered without hits: {reply}");
     };
@@ -389,6 +399,12 @@ pub async fn page_by_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_timeout_or_an_overload_of_the_4xx_is_worth_asking_again() {
+        assert!(is_final(400) && is_final(404) && is_final(403));
+        assert!(!is_final(408) && !is_final(429) && !is_final(503) && !is_final(200));
+    }
     use crate::secrets::fake_env as env;
 
     fn resolve(

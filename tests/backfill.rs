@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dual_indexer::generate::{self, GeneratorSpec};
@@ -562,6 +563,39 @@ fn backfill_refuses_to_resume_nothing_and_names_bad_values() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("accepted: yield, legacy-version"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A refusal that asking again cannot change is shown at once, not after ten attempts per
+/// slice: here Elasticsearch 8 refusing the `_id` sort (the proxy reproduces its answer, see
+/// docs/reliability.md, "What the fault proxy reproduces").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_read_is_not_retried() {
+    let stack = stack();
+    let setup = setup(&stack, 200, 11, "bf-refused").await;
+    let plan = fault_proxy::Plan {
+        refuse_id_sort: true,
+        ..fault_proxy::Plan::default()
+    };
+    let proxy = fault_proxy::FaultProxy::start(&stack.legacy_es, plan).await;
+    let mut args = setup.args.clone();
+    let from = args.iter().position(|a| a == "--from-url").unwrap() + 1;
+    args[from] = proxy.url.clone();
+    let output = indexer()
+        .args(&args)
+        .args(["--slices", "2"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("indices.id_field_data.enabled"), "{err}");
+    let refused = proxy.counts().searches_refused.load(Ordering::Relaxed);
+    assert!(
+        (1..=2).contains(&refused),
+        "one refused read per slice at most, then the error: {refused} reads were refused"
+    );
+    println!("RESULT refused read: 2 slices, {refused} reads refused with HTTP 400, exit 2");
+    std::fs::remove_dir_all(&setup.dir).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

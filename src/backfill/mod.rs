@@ -53,11 +53,14 @@ use tokio::sync::watch;
 use self::checkpoint::{ChangedSettings, Checkpoint, SliceState};
 use self::pace::Pacer;
 use crate::backoff::{backoff, jitter};
-use crate::cutover::{alias, index, redact_url, unix_now};
+use crate::cutover::{alias, index};
 use crate::dlq::ErrorClass;
 use crate::es::{self, Hit};
-use crate::sink::{Batch, BulkSink, ItemOutcome, Original, Provenance, Refusal, RetryPolicy};
-use crate::source::offsets::Ticket;
+use crate::files::unix_now;
+use crate::secrets::redact_url;
+use crate::sink::{
+    Batch, BulkSink, ItemOutcome, Original, Provenance, Refusal, RetryPolicy, Tracked,
+};
 use crate::transform::{legacy, Op, Write};
 
 /// How backfilled documents are versioned against the live replay.
@@ -202,11 +205,24 @@ struct RunCounters {
     per_slice: Mutex<Vec<u64>>,
 }
 
+/// A backfilled write as the sink knows it: its slice and its place in the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct InPage {
+    slice: usize,
+    n: usize,
+}
+
+impl Tracked for InPage {
+    fn position(&self) -> (i32, i64) {
+        (self.slice as i32, self.n as i64)
+    }
+}
+
 /// What the workers share.
 struct Copy {
     settings: BackfillSettings,
     legacy: Elasticsearch,
-    sink: BulkSink,
+    sink: BulkSink<InPage>,
     state: Mutex<Checkpoint>,
     dead_letters: Mutex<BufWriter<File>>,
     pacer: Pacer,
@@ -637,6 +653,9 @@ async fn read_page(copy: &Copy, slice: &SliceState, after: Option<String>) -> an
                     last: past.is_some() || !full,
                 });
             }
+            Err(e) if e.is::<es::Refused>() => {
+                return Err(e.context(format!("slice {}: reading the legacy index", slice.slice)))
+            }
             Err(e) if attempt + 1 < settings.retry.max_attempts => {
                 let wait = backoff(attempt, settings.retry.base, settings.retry.max, jitter());
                 tracing::warn!(slice = slice.slice, error = %e, attempt, ?wait, "reading the legacy index failed; retrying");
@@ -686,11 +705,7 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
                     version,
                     op: Op::Index(serde_json::to_vec(&document)?),
                 };
-                let ticket = Ticket {
-                    partition: slice as i32,
-                    offset: n as i64,
-                    epoch: 0,
-                };
+                let ticket = InPage { slice, n };
                 batch.push(
                     write,
                     Provenance {

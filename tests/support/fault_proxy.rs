@@ -57,6 +57,11 @@ pub struct Plan {
     /// Every `_bulk` request is held unanswered until then, and its connection dropped: a
     /// blackhole for writes only, so the indexer's start-up requests still pass.
     pub hold_bulk_until: Option<Instant>,
+    /// Answers a `_search` that sorts on `_id` as Elasticsearch 8 does without the cluster
+    /// setting `indices.id_field_data.enabled` (false by default since 8.0: Elasticsearch 8.0
+    /// migration guide, "Breaking changes"; the setting came with elastic/elasticsearch#49166):
+    /// 400 `illegal_argument_exception`, "Fielddata access on the _id field is disallowed".
+    pub refuse_id_sort: bool,
 }
 
 /// A cluster condition answered to every `_bulk` item (not forwarded) while it lasts, as
@@ -105,6 +110,8 @@ pub struct Counts {
     pub requests_refused: AtomicU64,
     /// `_bulk` requests answered `{}`.
     pub answered_without_items: AtomicU64,
+    /// `_search` requests refused for sorting on `_id`.
+    pub searches_refused: AtomicU64,
     /// `_bulk` requests held for being large.
     pub slowed: AtomicU64,
     /// Marked `_bulk` items answered 429.
@@ -366,7 +373,13 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
             .reject_marked
             .clone()
             .filter(|_| plan.reject_marked_until.is_some_and(|u| u > Instant::now()));
-        let (status, body) = if !is_bulk {
+        let (status, body) = if plan.refuse_id_sort && sorts_on_id(&request) {
+            state
+                .counts
+                .searches_refused
+                .fetch_add(1, Ordering::Relaxed);
+            (400, id_sort_refusal().to_string().into_bytes())
+        } else if !is_bulk {
             forward(&state, &request, &request.body).await
         } else if let Some((condition, _)) = condition {
             answer_items(
@@ -625,4 +638,27 @@ async fn merge_rejections(
     }
     let reply = json!({"took": 1, "errors": errors, "items": out});
     (200, reply.to_string().into_bytes())
+}
+
+/// Whether `request` is a `_search` whose body sorts on `_id`.
+fn sorts_on_id(request: &Request) -> bool {
+    let path = request.path.split('?').next().unwrap_or_default();
+    if !path.ends_with("/_search") {
+        return false;
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+        return false;
+    };
+    let on_id = |s: &Value| s == "_id" || s.get("_id").is_some();
+    match &body["sort"] {
+        Value::Array(sorts) => sorts.iter().any(on_id),
+        other => on_id(other),
+    }
+}
+
+/// Elasticsearch 8's answer to a sort on `_id`: the shard failure's cause, wrapped in a
+/// `search_phase_execution_exception`, with status 400.
+fn id_sort_refusal() -> Value {
+    let cause = json!({"type": "illegal_argument_exception", "reason": "Fielddata access on the _id field is disallowed, you can re-enable it by updating the dynamic cluster setting: indices.id_field_data.enabled"});
+    json!({"error": {"root_cause": [cause], "type": "search_phase_execution_exception", "reason": "all shards failed", "phase": "query", "grouped": true, "caused_by": cause}, "status": 400})
 }
