@@ -1,25 +1,15 @@
-//! The command line: the root, the options every subcommand accepts, and the flag groups several
-//! subcommands share. Each subcommand's own flags live beside its body in [`crate::commands`] and
-//! are re-exported here.
+//! The flag groups of the command line: the options every subcommand accepts, and the groups
+//! several subcommands share (Kafka, Elasticsearch, the lag rule). The root and each
+//! subcommand's own flags live beside their bodies in [`crate::commands`].
 //!
 //! Each flag can also be set through the environment variable named in its help
 //! (`DUAL_INDEXER_…`); a flag given on the command line wins.
 
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use rdkafka::ClientConfig;
 
-pub use crate::commands::alias::{AliasCommand, AliasShowArgs, AliasSwapArgs};
-pub use crate::commands::backfill::BackfillArgs;
-pub use crate::commands::config::{ConfigCheckArgs, ConfigCommand};
-pub use crate::commands::cutover::CutoverArgs;
-pub use crate::commands::generate::GenerateArgs;
-pub use crate::commands::index::{IndexCommand, IndexCreateArgs, IndexTargetArgs};
-pub use crate::commands::lag::LagArgs;
-pub use crate::commands::rollback::RollbackArgs;
-pub use crate::commands::run::RunArgs;
-pub use crate::commands::verify::VerifyArgs;
 use crate::telemetry::LogFormat;
 
 /// The headings that group a subcommand's flags in its `--help`.
@@ -34,28 +24,6 @@ pub(crate) mod heading {
     pub const SLICES: &str = "Slices and checkpoint";
     pub const COMPARISON: &str = "Comparison";
     pub const REPORT: &str = "Report";
-}
-
-/// `--version` output: the crate version and the git commit it was built from.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("DUAL_INDEXER_GIT_COMMIT"),
-    ")"
-);
-
-/// dual-indexer replays a Kafka command topic into a new Elasticsearch cluster in the flattened
-/// keyToValue tag schema, as a sidecar beside the legacy indexer.
-#[derive(Debug, Parser)]
-#[command(name = "dual-indexer", version = VERSION, propagate_version = true, max_term_width = 100)]
-#[command(
-    after_help = "Exit codes: 0 success; 1 a check answered no (differences, lag above a threshold, a refused gate); 2 an error (bad configuration, an unreachable service, a fatal indexing error); 130 a backfill stopped by a signal."
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// Options every subcommand accepts.
@@ -152,57 +120,6 @@ impl GlobalArgs {
             )?,
         })
     }
-}
-
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Replay the command topic into the new cluster (the sidecar indexer).
-    #[command(
-        after_help = "Example:\n  dual-indexer run --brokers 127.0.0.1:9092 --topic commands --es-url http://127.0.0.1:9201 --index tags-v2 --create-index --until-caught-up"
-    )]
-    Run(RunArgs),
-    /// Produce a seeded synthetic command stream (upserts, deletes, duplicates, stale versions, poison).
-    #[command(
-        after_help = "Example:\n  dual-indexer generate --brokers 127.0.0.1:9092 --topic commands --count 20000 --ids 5000 --seed 42"
-    )]
-    Generate(GenerateArgs),
-    /// Per-partition lag of any consumer group, with its status judged over a window.
-    #[command(
-        after_help = "Status needs a full window of samples, so a one-shot `lag` samples for --window-secs before it answers.\n\nExamples:\n  dual-indexer lag --group dual-indexer --legacy-group legacy-indexer --topic commands\n  dual-indexer lag --group dual-indexer --fail-unless-caught-up --window-secs 60   # for cron and cutover scripts\n  dual-indexer lag --group dual-indexer --watch --json"
-    )]
-    Lag(LagArgs),
-    /// Compare the legacy and new clusters, document by document and query by query.
-    #[command(
-        after_help = "Exit codes: 0 clean, 1 differences found, 2 error.\n\nExamples:\n  dual-indexer verify --legacy-url http://127.0.0.1:9200 --legacy-index tags-v1 --es-url http://127.0.0.1:9201 --index tags-v2 --report verify-report.json\n  dual-indexer verify … --sample 1000 --queries queries.jsonl"
-    )]
-    Verify(VerifyArgs),
-    /// Copy the history Kafka no longer holds from the legacy index into the new one, in parallel
-    /// id slices, beside the live replay; resumable.
-    #[command(
-        after_help = "Versions: by default (--versions yield) every backfilled document carries external version 0, so whatever the live replay writes, including deletes, wins over it. See docs/backfill.md.\n\nProgress is checkpointed per slice after every page. After a crash or Ctrl-C, run the same command with --resume; finished slices are not read again. Running a finished backfill again does nothing and says so.\n\nExit codes: 0 complete (dead letters, if any, are in --dead-letter-file), 2 error, 130 interrupted.\n\nExamples:\n  dual-indexer backfill --from-url http://127.0.0.1:9200 --from-index tags-v1 --to-url http://127.0.0.1:9201 --to-index tags-v2 --slices 4\n  dual-indexer backfill … --max-docs-per-sec 2000 --bulk-load\n  dual-indexer backfill … --resume"
-    )]
-    Backfill(BackfillArgs),
-    /// Versioned indices (`tags-v2-000001`, …) with their aliases and bulk-load settings.
-    #[command(subcommand)]
-    Index(IndexCommand),
-    /// Atomic alias changes.
-    #[command(subcommand)]
-    Alias(AliasCommand),
-    /// Move the read alias to the new index, if the gate holds: the replay is CAUGHT_UP and the
-    /// last verify report is clean.
-    #[command(
-        after_help = "The gate: the group's lag is judged over --window-secs and must be CAUGHT_UP, and --verify-report must be clean, at most --max-report-age-secs old, and about the index being cut over to. Bulk-load settings are restored before the alias moves. What changed is written to --record, which `rollback` reads.\n\nExample:\n  dual-indexer cutover --es-url http://127.0.0.1:9201 --alias tags --to tags-v2 --group dual-indexer --topic commands"
-    )]
-    Cutover(CutoverArgs),
-    /// Undo the last cutover (or `alias swap --record`): restore the alias exactly as it was.
-    #[command(
-        after_help = "Refuses when the alias has moved since the record was written, unless --force.\n\nExample:\n  dual-indexer rollback --es-url http://127.0.0.1:9201 --record cutover-record.json"
-    )]
-    Rollback(RollbackArgs),
-    /// The effective configuration: where each setting comes from, and whether it works.
-    #[command(subcommand)]
-    Config(ConfigCommand),
 }
 
 /// How to reach Kafka.
@@ -320,7 +237,9 @@ impl EsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::{Cli, Command};
     use clap::CommandFactory;
+    use clap::Parser;
 
     #[test]
     fn the_cli_definition_is_consistent() {

@@ -6,8 +6,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dual_indexer::cli::Command;
 use dual_indexer::commands;
+use dual_indexer::commands::{Cli, Command};
 use dual_indexer::config::{self, ParseError};
 use dual_indexer::telemetry;
 
@@ -15,7 +15,7 @@ use dual_indexer::telemetry;
 const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let (cli, provenance) = match config::parse(std::env::args_os().collect()) {
+    let (cli, provenance) = match config::parse::<Cli>(std::env::args_os().collect()) {
         Ok(parsed) => parsed,
         Err(ParseError::Clap(e)) => e.exit(),
         Err(ParseError::Config(e)) => {

@@ -180,7 +180,7 @@ fn parses(what: &str, args: &[serde_json::Value]) {
                 .into()
         }))
         .collect();
-    if let Err(e) = dual_indexer::config::parse(argv) {
+    if let Err(e) = dual_indexer::config::parse::<dual_indexer::commands::Cli>(argv) {
         panic!("{what} runs a command the CLI refuses: {e}");
     }
 }
@@ -320,7 +320,9 @@ fn the_kubernetes_manifests_are_complete_and_use_only_known_settings() {
         "the dual-indexer container",
         indexer["args"].as_array().expect("args"),
     );
-    let known = dual_indexer::config::variables();
+    let known = dual_indexer::config::variables(
+        &<dual_indexer::commands::Cli as clap::CommandFactory>::command(),
+    );
     let configmap = yaml("deploy/k8s/configmap.yaml", CONFIGMAP);
     assert_eq!(configmap["kind"], "ConfigMap");
     assert_eq!(
@@ -379,7 +381,9 @@ fn the_kubernetes_manifests_are_complete_and_use_only_known_settings() {
 #[test]
 fn a_manifest_check_fails_on_an_unknown_variable() {
     // The check above is only as good as `variables()`: it must know the real names and refuse others.
-    let known = dual_indexer::config::variables();
+    let known = dual_indexer::config::variables(
+        &<dual_indexer::commands::Cli as clap::CommandFactory>::command(),
+    );
     for real in [
         "DUAL_INDEXER_BROKERS",
         "DUAL_INDEXER_ES_PASSWORD_FILE",

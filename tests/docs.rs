@@ -3,7 +3,7 @@
 //! the generated one, and every relative link between the pages resolves.
 
 use clap::CommandFactory;
-use dual_indexer::cli::Cli;
+use dual_indexer::commands::Cli;
 use std::path::{Path, PathBuf};
 
 /// A page and its text, compiled in so that a change to the page rebuilds the test.
@@ -80,7 +80,7 @@ fn the_settings_reference_in_the_docs_is_the_generated_one() {
         .find(end)
         .expect("docs/configuration.md has the reference's end marker")
         + start;
-    let expected = dual_indexer::config::reference();
+    let expected = dual_indexer::config::reference(&Cli::command());
     assert!(
         CONFIGURATION[start..stop] == expected,
         "the settings reference in docs/configuration.md is stale; replace it with the output of \
@@ -143,7 +143,7 @@ fn the_config_example_is_accepted_by_every_subcommand() {
         let mut argv: Vec<std::ffi::OsString> = vec!["dual-indexer".into()];
         argv.extend(sub.iter().map(|s| s.into()));
         argv.extend(["--config".into(), path.clone().into_os_string()]);
-        if let Err(e) = dual_indexer::config::parse(argv) {
+        if let Err(e) = dual_indexer::config::parse::<Cli>(argv) {
             panic!("{sub:?} refuses the example of docs/configuration.md: {e}");
         }
     }
@@ -182,7 +182,7 @@ fn every_command_of_the_runbook_parses() {
             .chain(command.split_whitespace())
             .map(Into::into)
             .collect();
-        if let Err(e) = dual_indexer::config::parse(argv) {
+        if let Err(e) = dual_indexer::config::parse::<Cli>(argv) {
             panic!("docs/runbook.md: `{line}` does not parse: {e}");
         }
         checked += 1;

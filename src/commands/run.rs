@@ -412,7 +412,7 @@ async fn watch_index_settings(
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::{Cli, Command};
+    use crate::commands::{Cli, Command};
     use clap::Parser;
 
     fn run_args(argv: &[&str]) -> super::RunArgs {

@@ -21,10 +21,6 @@ use std::path::{Path, PathBuf};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches};
 
-use crate::cli::Cli;
-
-pub mod check;
-
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -117,8 +113,10 @@ pub fn leaves(root: &Command) -> Vec<(Vec<String>, Command)> {
 
 /// Parses the command line, applying the `--config` file when one is named. A clap error (bad
 /// flag, `--help`) comes back as such, for `exit()`; an error of the file as a sentence.
-pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance), ParseError> {
-    let mut root = Cli::command();
+pub fn parse<C: CommandFactory + FromArgMatches>(
+    argv: Vec<OsString>,
+) -> Result<(C, Provenance), ParseError> {
+    let mut root = C::command();
     root.build();
     let matches = root
         .clone()
@@ -128,7 +126,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance), ParseError> {
     let leaf_command = find(&root, &path).clone();
     let file = leaf_matches.get_one::<PathBuf>("config").cloned();
     let Some(file) = file else {
-        let cli = Cli::from_arg_matches(&matches)?;
+        let cli = C::from_arg_matches(&matches)?;
         let provenance = Provenance {
             leaf: leaf_matches.clone(),
             leaf_command,
@@ -137,7 +135,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance), ParseError> {
         };
         return Ok((cli, provenance));
     };
-    let settings = read_file(&file)?;
+    let settings = read_file(&root, &file)?;
     let wanted = applicable(&root, &settings, &path)
         .map_err(|e| ParseError::Config(format!("{}: {e}", file.display())))?;
     let mut extra: Vec<OsString> = Vec::new();
@@ -191,7 +189,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance), ParseError> {
             e.render().to_string().trim()
         ))
     })?;
-    let cli = Cli::from_arg_matches(&matches)?;
+    let cli = C::from_arg_matches(&matches)?;
     let (_, leaf) = leaf_of(&matches);
     let provenance = Provenance {
         leaf: leaf.clone(),
@@ -285,16 +283,16 @@ pub struct FileSettings {
 }
 
 /// Reads and splits a config file.
-pub fn read_file(path: &Path) -> Result<FileSettings, ParseError> {
+pub fn read_file(root: &Command, path: &Path) -> Result<FileSettings, ParseError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ParseError::Config(format!("--config {}: {e}", path.display())))?;
-    parse_file(&text).map_err(|e| ParseError::Config(format!("{}: {e}", path.display())))
+    parse_file(root, &text).map_err(|e| ParseError::Config(format!("{}: {e}", path.display())))
 }
 
 /// Splits the text of a config file.
-pub fn parse_file(text: &str) -> Result<FileSettings, String> {
+pub fn parse_file(root: &Command, text: &str) -> Result<FileSettings, String> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-    let sections: BTreeSet<String> = leaves(&Cli::command())
+    let sections: BTreeSet<String> = leaves(root)
         .into_iter()
         .filter_map(|(path, _)| path.first().cloned())
         .collect();
@@ -445,9 +443,9 @@ fn scalars(key: &str, value: &toml::Value) -> Result<Vec<String>, String> {
 
 /// Every environment variable the tool reads: the settings' variables, and the secrets' (each
 /// also as `…_FILE`).
-pub fn variables() -> BTreeSet<String> {
+pub fn variables(root: &Command) -> BTreeSet<String> {
     use crate::es::ClusterSecurity;
-    let mut out: BTreeSet<String> = leaves(&Cli::command())
+    let mut out: BTreeSet<String> = leaves(root)
         .iter()
         .flat_map(|(_, cmd)| {
             cmd.get_arguments()
@@ -477,7 +475,7 @@ pub fn variables() -> BTreeSet<String> {
 
 /// The settings reference: one row per key, over every subcommand. docs/configuration.md embeds it
 /// between markers, and a test keeps the two equal.
-pub fn reference() -> String {
+pub fn reference(root: &Command) -> String {
     struct Row {
         flags: BTreeSet<String>,
         env: String,
@@ -486,7 +484,7 @@ pub fn reference() -> String {
         used_by: BTreeSet<String>,
     }
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    for (path, cmd) in leaves(&Cli::command()) {
+    for (path, cmd) in leaves(root) {
         for arg in cmd.get_arguments() {
             let Some(key) = key_of(arg) else { continue };
             let row = rows.entry(key).or_insert_with(|| Row {
@@ -512,7 +510,7 @@ pub fn reference() -> String {
                 .insert(format!("`--{}`", arg.get_long().unwrap_or_default()));
         }
     }
-    let total = leaves(&Cli::command()).len();
+    let total = leaves(root).len();
     let mut out = String::from(
         "| key | flag | env | default | subcommands | meaning |\n|---|---|---|---|---|---|\n",
     );
@@ -536,6 +534,7 @@ pub fn reference() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::Cli;
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         std::iter::once("dual-indexer")
@@ -616,8 +615,9 @@ mod tests {
             "index = \"from-file\"\nlog_format = \"json\"\n[run]\nbatch_max_docs = 77\ntopic = \"file-topic\"\n[backfill]\nslices = 9\n[kafka]\n\"security.protocol\" = \"SSL\"\nsasl.mechanisms = \"PLAIN\"\n",
         );
         let p = path.to_str().unwrap();
-        let (cli, parsed) = parse(argv(&["run", "--config", p, "--topic", "flag-topic"])).unwrap();
-        let crate::cli::Command::Run(run) = &cli.command else {
+        let (cli, parsed) =
+            parse::<Cli>(argv(&["run", "--config", p, "--topic", "flag-topic"])).unwrap();
+        let crate::commands::Command::Run(run) = &cli.command else {
             unreachable!()
         };
         assert_eq!(run.topic, "flag-topic");
@@ -640,8 +640,8 @@ mod tests {
         assert_eq!(source("linger_ms"), Source::Default);
 
         // The same file serves backfill: `index` is its --to-index, and its own table applies.
-        let (cli, _) = parse(argv(&["backfill", "--config", p])).unwrap();
-        let crate::cli::Command::Backfill(backfill) = &cli.command else {
+        let (cli, _) = parse::<Cli>(argv(&["backfill", "--config", p])).unwrap();
+        let crate::commands::Command::Backfill(backfill) = &cli.command else {
             unreachable!()
         };
         assert_eq!(backfill.to_index, "from-file");
@@ -655,7 +655,7 @@ mod tests {
             let path = file(text);
             let mut a = vec!["run", "--config", path.to_str().unwrap()];
             a.extend_from_slice(args);
-            let e = match parse(argv(&a)) {
+            let e = match parse::<Cli>(argv(&a)) {
                 Err(ParseError::Config(e)) => e,
                 other => panic!("expected a config error, got {other:?}"),
             };
@@ -685,7 +685,7 @@ mod tests {
 
     #[test]
     fn the_reference_has_a_row_per_setting() {
-        let table = reference();
+        let table = reference(&Cli::command());
         for key in [
             "es_url",
             "index",

@@ -1,6 +1,8 @@
 //! `dual-indexer config …`: the effective configuration, where each setting comes from, and
 //! whether it works.
 
+mod check;
+
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -46,7 +48,10 @@ pub async fn run(
     match command {
         ConfigCommand::Check(args) => check(*args, provenance, security).await,
         ConfigCommand::Reference => {
-            print!("{}", config::reference());
+            print!(
+                "{}",
+                config::reference(&<super::Cli as clap::CommandFactory>::command())
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -58,8 +63,8 @@ async fn check(
     provenance: &Provenance,
     security: &Security,
 ) -> anyhow::Result<ExitCode> {
-    let findings = config::check::run_checks(&args, security).await;
-    let report = config::check::report(provenance, security, &findings);
+    let findings = check::run_checks(&args, security).await;
+    let report = check::report(provenance, security, &findings);
     print!("{}", crate::secrets::scrub(&report));
     let failed = findings.iter().filter(|f| f.outcome.is_err()).count();
     if failed > 0 {

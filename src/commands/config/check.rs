@@ -6,8 +6,8 @@ use std::time::Duration;
 use elasticsearch::http::Method;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::{key_of, Provenance};
-use crate::cli::ConfigCheckArgs;
+use super::ConfigCheckArgs;
+use crate::config::{key_of, Provenance};
 use crate::es::{self, Auth, ClusterSecurity, Security};
 
 /// Property or setting names whose values are secrets.
