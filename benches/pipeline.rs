@@ -55,7 +55,7 @@ fn hot_path(c: &mut Criterion) {
                         },
                     );
                 }
-                black_box(batch.body.len())
+                black_box(batch.body().len())
             })
         });
         // The baseline for the ratio in docs/benchmarks.md: parse each payload into a serde_json::Value

@@ -109,7 +109,7 @@ fn bodies(commands: &[Vec<u8>], schema: Schema, batch: usize) -> Vec<Vec<u8>> {
                     },
                 );
             }
-            out.body
+            out.body().to_vec()
         })
         .collect()
 }

@@ -130,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
                     },
                 );
             }
-            batch.body
+            batch.body().to_vec()
         })
         .collect();
     // The stand-in slows as it accumulates versions, so the baseline is measured before and after

@@ -69,7 +69,7 @@ impl Batcher {
             self.deadline = Some(Instant::now() + self.limits.linger);
         }
         let full = self.open.len() >= self.limits.max_docs
-            || self.open.body.len() >= self.limits.max_bytes;
+            || self.open.body().len() >= self.limits.max_bytes;
         if full {
             self.seal();
         }

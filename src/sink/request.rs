@@ -8,6 +8,8 @@
 
 use std::ops::Range;
 
+use bytes::Bytes;
+
 use crate::dlq::letter::Original;
 use crate::json_text::{write_str, write_u64};
 use crate::transform::{Op, Write};
@@ -67,8 +69,10 @@ pub struct BatchItem<T> {
 /// A `_bulk` body and its items, in body order.
 #[derive(Debug)]
 pub struct Batch<T> {
-    /// NDJSON body.
-    pub body: Vec<u8>,
+    /// NDJSON body, while it is built.
+    body: Vec<u8>,
+    /// The body once it was first sent: every resend hands out this buffer, never a copy.
+    sent: Option<Bytes>,
     /// Items in body order.
     pub items: Vec<BatchItem<T>>,
     originals: Vec<u8>,
@@ -78,6 +82,7 @@ impl<T> Default for Batch<T> {
     fn default() -> Self {
         Self {
             body: Vec::new(),
+            sent: None,
             items: Vec::new(),
             originals: Vec::new(),
         }
@@ -89,9 +94,24 @@ impl<T: Tracked> Batch<T> {
     pub fn with_capacity(bytes: usize, docs: usize) -> Self {
         Self {
             body: Vec::with_capacity(bytes),
+            sent: None,
             items: Vec::with_capacity(docs),
             originals: Vec::with_capacity(bytes / 2),
         }
+    }
+
+    /// The NDJSON body.
+    pub fn body(&self) -> &[u8] {
+        self.sent.as_deref().unwrap_or(&self.body)
+    }
+
+    /// The body to send. The first call moves it into a shared buffer, without copying it; a
+    /// retry of the same batch gets the same buffer.
+    pub fn to_send(&mut self) -> Bytes {
+        let body = &mut self.body;
+        self.sent
+            .get_or_insert_with(|| Bytes::from(std::mem::take(body)))
+            .clone()
     }
 
     /// Number of items.
@@ -106,6 +126,10 @@ impl<T: Tracked> Batch<T> {
 
     /// Appends one versioned write.
     pub fn push(&mut self, write: Write<'_>, provenance: Provenance<'_, T>) {
+        debug_assert!(
+            self.sent.is_none(),
+            "a batch is not added to once it was sent"
+        );
         let start = self.body.len();
         let op = match write.op {
             Op::Index(_) => OpKind::Index,
@@ -171,7 +195,7 @@ impl<T: Tracked> Batch<T> {
     /// always encodes to the same bytes, so this serves as a key. Read back from the line rather
     /// than kept per item, because only the rare retry path needs it.
     pub fn quoted_id<'b>(&'b self, item: &BatchItem<T>) -> &'b [u8] {
-        let line = &self.body[item.lines.clone()];
+        let line = &self.body()[item.lines.clone()];
         let start = match item.op {
             OpKind::Index => INDEX_PREFIX.len(),
             OpKind::Delete => DELETE_PREFIX.len(),
@@ -184,7 +208,7 @@ impl<T: Tracked> Batch<T> {
 
     /// The external version of `item`, read back from its action line (see [`Self::quoted_id`]).
     pub fn version(&self, item: &BatchItem<T>) -> u64 {
-        let line = &self.body[item.lines.clone()];
+        let line = &self.body()[item.lines.clone()];
         let digits = memchr::memmem::find(line, VERSION_KEY)
             .map_or(&[][..], |at| &line[at + VERSION_KEY.len()..]);
         digits
@@ -213,7 +237,7 @@ impl<T: Tracked> Batch<T> {
 
     /// The memory this batch holds: its body and the original messages kept for dead letters.
     pub fn held_bytes(&self) -> usize {
-        self.body.len() + self.originals.len()
+        self.body().len() + self.originals.len()
     }
 
     /// A new batch holding only `items`, whose ranges point into `self.body`.
@@ -221,7 +245,7 @@ impl<T: Tracked> Batch<T> {
         let mut out = Batch::with_capacity(items.iter().map(|i| i.lines.len()).sum(), items.len());
         for mut item in items {
             let start = out.body.len();
-            out.body.extend_from_slice(&self.body[item.lines.clone()]);
+            out.body.extend_from_slice(&self.body()[item.lines.clone()]);
             item.lines = start..out.body.len();
             item.key = item.key.map(|k| out.keep(&self.originals[k]));
             item.payload = out.keep(&self.originals[item.payload.clone()]);
@@ -275,7 +299,7 @@ mod tests {
             provenance(4),
         );
         assert_eq!(
-            String::from_utf8(batch.body.clone()).unwrap(),
+            String::from_utf8(batch.body().to_vec()).unwrap(),
             concat!(
                 r#"{"index":{"_id":"a","version":3,"version_type":"external"}}"#,
                 "\n",
@@ -353,7 +377,7 @@ mod tests {
         }
         assert_eq!(batch.retain(|item| item.ticket.0 == 0), 1);
         assert_eq!(
-            String::from_utf8(batch.body.clone()).unwrap(),
+            String::from_utf8(batch.body().to_vec()).unwrap(),
             concat!(
                 "{\"delete\":{\"_id\":\"d0\",\"version\":0,\"version_type\":\"external\"}}\n",
                 "{\"delete\":{\"_id\":\"d2\",\"version\":2,\"version_type\":\"external\"}}\n",
@@ -380,7 +404,7 @@ mod tests {
         }
         let retry = batch.subset(vec![batch.items[1].clone()]);
         assert_eq!(
-            String::from_utf8(retry.body.clone()).unwrap(),
+            String::from_utf8(retry.body().to_vec()).unwrap(),
             "{\"delete\":{\"_id\":\"d1\",\"version\":1,\"version_type\":\"external\"}}\n"
         );
         assert_eq!(retry.items[0].lines, 0..retry.items[0].lines.len());

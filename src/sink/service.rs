@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 use serde::Deserialize;
 
@@ -20,6 +18,7 @@ use super::request::{Batch, BatchItem, OpKind, Tracked};
 use super::retry::{
     classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
 };
+use super::transport::{Exchange, Http, Transport};
 use super::waiting::{Turn, Waiting};
 use crate::backoff::{backoff, jitter};
 use crate::dlq::letter::{ErrorClass, Refusal};
@@ -81,11 +80,9 @@ pub type Wanted<T> = Arc<dyn Fn(T) -> bool + Send + Sync>;
 /// Sends batches to one index of one cluster.
 #[derive(Clone)]
 pub struct BulkSink<T> {
-    client: Elasticsearch,
-    path: String,
+    transport: Arc<dyn Transport>,
     index: String,
     policy: RetryPolicy,
-    timeout: Duration,
     shared: Arc<Shared>,
     wanted: Option<Wanted<T>>,
 }
@@ -154,12 +151,15 @@ enum Attempt {
 impl<T: Tracked> BulkSink<T> {
     /// A sink writing to `index` (an index or a write alias) through `client`.
     pub fn new(client: Elasticsearch, index: &str, policy: RetryPolicy, timeout: Duration) -> Self {
+        Self::with_transport(Arc::new(Http::new(client, index, timeout)), index, policy)
+    }
+
+    /// A sink writing to `index` through `transport`.
+    pub fn with_transport(transport: Arc<dyn Transport>, index: &str, policy: RetryPolicy) -> Self {
         Self {
-            client,
-            path: format!("/{index}/_bulk"),
+            transport,
             index: index.to_owned(),
             policy,
-            timeout,
             shared: Arc::default(),
             wanted: None,
         }
@@ -216,7 +216,7 @@ impl<T: Tracked> BulkSink<T> {
                 item.attempts += 1;
             }
             let started = Instant::now();
-            let attempt = self.send(&batch.body).await;
+            let attempt = read_answer(self.transport.send(batch.to_send()).await);
             metrics::histogram!("bulk.latency_ms").record(started.elapsed().as_secs_f64() * 1e3);
             let (status, error, detail, timed_out) = match attempt {
                 Attempt::Items(results) if results.len() == batch.len() => {
@@ -483,72 +483,45 @@ impl<T: Tracked> BulkSink<T> {
             false
         });
     }
+}
 
-    async fn send(&self, body: &[u8]) -> Attempt {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        let response = self
-            .client
-            .send(
-                Method::Post,
-                &self.path,
-                headers,
-                None::<&()>,
-                Some(body),
-                Some(self.timeout),
-            )
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                return Attempt::Failed {
-                    status: None,
-                    error: None,
-                    timed_out: e.is_timeout(),
-                    detail: e.to_string(),
-                }
-            }
-        };
-        let status = response.status_code().as_u16();
-        let bytes = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return Attempt::Failed {
-                    status: None,
-                    error: None,
-                    timed_out: e.is_timeout(),
-                    detail: format!("reading the response: {e}"),
-                }
-            }
-        };
-        if !(200..300).contains(&status) {
+/// What an exchange with the cluster says about a request: item answers, or why there are none.
+fn read_answer(exchange: Exchange) -> Attempt {
+    let (status, bytes) = match exchange {
+        Exchange::Answered { status, body } => (status, body),
+        Exchange::Failed { timed_out, detail } => {
             return Attempt::Failed {
-                status: Some(status),
-                error: serde_json::from_slice::<ErrorResponse>(&bytes)
-                    .ok()
-                    .map(|e| e.error),
-                timed_out: false,
-                detail: excerpt(&bytes),
-            };
-        }
-        match serde_json::from_slice::<BulkResponse>(&bytes) {
-            Ok(BulkResponse { items: Some(items) }) => {
-                Attempt::Items(items.into_iter().map(|i| i.result).collect())
-            }
-            Ok(BulkResponse { items: None }) => Attempt::NoItems(format!(
-                "HTTP {status} without `items`, so no document is known to be written: {}",
-                excerpt(&bytes)
-            )),
-            Err(e) => Attempt::Failed {
                 status: None,
                 error: None,
-                timed_out: false,
-                detail: format!("unreadable bulk response ({e}): {}", excerpt(&bytes)),
-            },
+                timed_out,
+                detail,
+            }
         }
+    };
+    if !(200..300).contains(&status) {
+        return Attempt::Failed {
+            status: Some(status),
+            error: serde_json::from_slice::<ErrorResponse>(&bytes)
+                .ok()
+                .map(|e| e.error),
+            timed_out: false,
+            detail: excerpt(&bytes),
+        };
+    }
+    match serde_json::from_slice::<BulkResponse>(&bytes) {
+        Ok(BulkResponse { items: Some(items) }) => {
+            Attempt::Items(items.into_iter().map(|i| i.result).collect())
+        }
+        Ok(BulkResponse { items: None }) => Attempt::NoItems(format!(
+            "HTTP {status} without `items`, so no document is known to be written: {}",
+            excerpt(&bytes)
+        )),
+        Err(e) => Attempt::Failed {
+            status: None,
+            error: None,
+            timed_out: false,
+            detail: format!("unreadable bulk response ({e}): {}", excerpt(&bytes)),
+        },
     }
 }
 
