@@ -10,11 +10,13 @@ use clap::Args;
 use super::{shutdown_signal, LOG_TARGET};
 use crate::cli::{heading, parse_key_value, KafkaArgs, LagRuleArgs};
 use crate::cutover::index;
+use crate::dlq::DeadLetterQueue;
 use crate::es::{self, ClusterSecurity};
 use crate::lag;
 use crate::pipeline::{Ending, Pipeline, RunSettings};
 use crate::secrets::redact_url;
 use crate::sink::{BulkSink, RetryPolicy};
+use crate::source::commands::CommandSource;
 use crate::source::{group, topics};
 use crate::startup;
 use crate::status::{self, StatusBoard};
@@ -329,7 +331,19 @@ async fn start_replay(
         args.lag.interval(),
         Arc::clone(&board),
     ));
-    let pipeline = Pipeline::new(&kafka, sink, settings, board)?;
+    let source = CommandSource::subscribe(
+        &kafka,
+        &settings.group,
+        &settings.topic,
+        settings.partitions_recorded,
+        settings.commit_interval,
+    )?;
+    let mut dlq_config = kafka.clone();
+    for (key, value) in &settings.dlq_kafka {
+        dlq_config.set(key, value);
+    }
+    let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
+    let pipeline = Pipeline::new(source, sink, dlq, settings, board);
     Ok((pipeline, client, lag_status))
 }
 

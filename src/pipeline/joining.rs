@@ -65,6 +65,28 @@ impl Joining {
     }
 }
 
+impl super::Pipeline {
+    /// Logs and shows that the consumer waits to join its group, while it does.
+    pub(super) fn say_if_not_joined(&mut self) {
+        let assigned = self.source.has_assignment();
+        match self.joining.check(assigned, std::time::Instant::now()) {
+            Say::Nothing => {}
+            Say::Waiting(waited) => {
+                let what = format!(
+                    "to join consumer group `{}`: no partition of `{}` is assigned yet",
+                    self.settings.group, self.settings.topic
+                );
+                tracing::warn!(waited_secs = waited.as_secs(), "waiting {what}");
+                self.board.waiting_for(Some(what));
+            }
+            Say::Joined => {
+                tracing::info!(group = %self.settings.group, "joined the consumer group");
+                self.board.waiting_for(None);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,11 @@
 //! flow its backpressure state ([`flow`]), the statistics their counters ([`stats`]). Bulk
 //! requests and dead-letter writes run as spawned tasks whose results come back to the loop.
 
+mod backpressure;
 pub mod batcher;
 pub mod flow;
 pub mod joining;
+mod settings;
 pub mod stats;
 
 use std::future::Future;
@@ -32,58 +34,15 @@ use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
 use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
 use crate::source::offsets::Ticket;
 use crate::status::StatusBoard;
-use crate::transform::{self, Origin, Rejection, Schema, VersionSource};
+use crate::transform::{self, Origin, Rejection};
 use batcher::{Batcher, Limits};
-use flow::{Flow, Load};
-use joining::{Joining, Say};
+use flow::Flow;
+use joining::Joining;
 use stats::{Gauges, RunStats};
 
 pub use flow::HOLD_BEFORE_PAUSE;
+pub use settings::{Ending, RunSettings};
 pub use stats::Summary;
-
-/// Everything `run` needs besides the Kafka and Elasticsearch connections.
-#[derive(Debug, Clone)]
-pub struct RunSettings {
-    /// The command topic.
-    pub topic: String,
-    /// This indexer's consumer group.
-    pub group: String,
-    /// Where unappliable commands go.
-    pub dlq_topic: String,
-    /// librdkafka settings for the dead-letter producer only, applied over the shared ones.
-    pub dlq_kafka: Vec<(String, String)>,
-    /// Where the external version comes from.
-    pub version_source: VersionSource,
-    /// The document shape written.
-    pub schema: Schema,
-    /// A batch is sent once it holds this many documents...
-    pub batch_max_docs: usize,
-    /// ...or this many bytes...
-    pub batch_max_bytes: usize,
-    /// ...or its first document has waited this long.
-    pub linger: Duration,
-    /// Bulk requests in flight at once.
-    pub max_in_flight: usize,
-    /// How often final offsets are committed.
-    pub commit_interval: Duration,
-    /// How long a shutdown waits for in-flight work before committing what is final.
-    pub drain_timeout: Duration,
-    /// How often a progress line is logged.
-    pub progress_interval: Duration,
-    /// With offset versions, the topic's partition count the target index was built from: a
-    /// message from a partition at or past it means partitions were added, and offsets no
-    /// longer order a document's commands.
-    pub partitions_recorded: Option<i32>,
-}
-
-/// Why the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// SIGTERM, Ctrl-C or the caller's shutdown future.
-    Signal,
-    /// `--until-caught-up` saw the lag closed.
-    CaughtUp,
-}
 
 /// A spawned task's result, routed back to the loop.
 enum Done {
@@ -128,32 +87,23 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Connects to Kafka (consumer and dead-letter producer) and subscribes to the topic.
+    /// The loop over a subscribed `source`, writing through `sink`, with `dlq` for what cannot
+    /// be applied. It knows neither Kafka's client nor Elasticsearch's: those stay behind the
+    /// three of them.
     pub fn new(
-        kafka_config: &rdkafka::ClientConfig,
+        source: CommandSource,
         sink: BulkSink<Ticket>,
+        dlq: DeadLetterQueue,
         settings: RunSettings,
         board: Arc<StatusBoard>,
-    ) -> anyhow::Result<Self> {
-        let source = CommandSource::subscribe(
-            kafka_config,
-            &settings.group,
-            &settings.topic,
-            settings.partitions_recorded,
-            settings.commit_interval,
-        )?;
-        let mut dlq_config = kafka_config.clone();
-        for (key, value) in &settings.dlq_kafka {
-            dlq_config.set(key, value);
-        }
-        let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
+    ) -> Self {
         let limits = Limits {
             max_docs: settings.batch_max_docs,
             max_bytes: settings.batch_max_bytes,
             linger: settings.linger,
             max_in_flight: settings.max_in_flight,
         };
-        Ok(Self {
+        Self {
             sink: sink.with_wanted(source.wanted()),
             hold_limit: flow::hold_limit(source.max_poll_interval_ms()),
             source,
@@ -168,7 +118,7 @@ impl Pipeline {
             stats: RunStats::new(&settings.topic),
             joining: Joining::new(std::time::Instant::now()),
             settings,
-        })
+        }
     }
 
     /// Runs until `shutdown` resolves, a fatal error, or, given `until_caught_up` (the lag
@@ -347,7 +297,7 @@ impl Pipeline {
     fn dispatch(&mut self) {
         while let Some((batch, bytes)) = self.batcher.next_to_send() {
             metrics::histogram!("bulk.batch_docs").record(batch.len() as f64);
-            metrics::histogram!("bulk.batch_bytes").record(batch.body.len() as f64);
+            metrics::histogram!("bulk.batch_bytes").record(batch.body().len() as f64);
             // Every log line of this batch's delivery (retries, refusals) carries its number and
             // the partition offset ranges it holds.
             self.batches_sent += 1;
@@ -367,26 +317,6 @@ impl Pipeline {
     }
 
     /// Writes a dead letter in a task of its own (see [`DeadLetterQueue::deliver`]).
-    /// Logs and shows that the consumer waits to join its group, while it does.
-    fn say_if_not_joined(&mut self) {
-        let assigned = self.source.has_assignment();
-        match self.joining.check(assigned, std::time::Instant::now()) {
-            Say::Nothing => {}
-            Say::Waiting(waited) => {
-                let what = format!(
-                    "to join consumer group `{}`: no partition of `{}` is assigned yet",
-                    self.settings.group, self.settings.topic
-                );
-                tracing::warn!(waited_secs = waited.as_secs(), "waiting {what}");
-                self.board.waiting_for(Some(what));
-            }
-            Say::Joined => {
-                tracing::info!(group = %self.settings.group, "joined the consumer group");
-                self.board.waiting_for(None);
-            }
-        }
-    }
-
     fn dead_letter(&mut self, letter: DeadLetter, ticket: Ticket) {
         let dlq = self.dlq.clone();
         let wanted = self.source.wanted();
@@ -430,68 +360,6 @@ impl Pipeline {
                 }
             }
         }
-    }
-
-    /// Moves the flow to the state the budget asks for, pausing or resuming the partitions
-    /// when that changes, and after every rebalance.
-    fn apply_backpressure(&mut self) {
-        // After a rebalance the consumer's pause state of the new assignment is not known here:
-        // librdkafka can keep a partition paused across a revoke and re-assign. So the wanted
-        // state is applied to the whole assignment explicitly, paused or not. (Assuming "a new
-        // assignment starts unpaused" stalled a member for good in the rebalance-storm test.)
-        let rebalanced = self.source.take_rebalanced();
-        if rebalanced {
-            self.drop_revoked();
-        }
-        let pending = self.source.pending();
-        let load = Load {
-            pending,
-            max_pending: self.max_pending,
-            bytes: self.batcher.held_bytes(),
-            max_bytes: self.max_bytes,
-        };
-        metrics::gauge!("pipeline.pending").set(pending as f64);
-        metrics::gauge!("pipeline.held_bytes").set(load.bytes as f64);
-        let now = tokio::time::Instant::now();
-        let wanted = self.flow.next(load, now, self.hold_limit);
-        let (was_paused, pause) = (self.flow == Flow::Paused, wanted == Flow::Paused);
-        if pause == was_paused && !rebalanced {
-            return self.set_flow(wanted, pending);
-        }
-        match self.source.set_paused(pause, rebalanced) {
-            Ok(()) => self.set_flow(wanted, pending),
-            Err(e) => {
-                // Tried again on a later event; a failed pause holds on for another second
-                // rather than spin on an expired hold.
-                if pause {
-                    let until = now + Duration::from_secs(1);
-                    self.set_flow(Flow::Holding { until }, pending);
-                }
-                tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
-            }
-        }
-    }
-
-    /// Drops the queued and open writes of partitions no longer assigned (revoked, or
-    /// rewound): their next owner applies them, and sending them late could land them after
-    /// newer writes of the same documents.
-    fn drop_revoked(&mut self) {
-        let source = &self.source;
-        let dropped = self.batcher.retain(|ticket| source.is_current(ticket));
-        if dropped > 0 {
-            tracing::info!(dropped, "dropped the queued writes of revoked partitions");
-        }
-    }
-
-    fn set_flow(&mut self, flow: Flow, pending: usize) {
-        if flow == self.flow {
-            return;
-        }
-        self.flow = flow;
-        let (holding, paused) = flow.flags();
-        metrics::gauge!("pipeline.holding").set(if holding { 1.0 } else { 0.0 });
-        metrics::gauge!("pipeline.paused").set(if paused { 1.0 } else { 0.0 });
-        tracing::debug!(pending, holding, paused, "backpressure");
     }
 
     fn gauges(&self) -> Gauges {
