@@ -4,9 +4,11 @@
 //! - [`retry`] is the decision table (status → applied / already applied / retry / dead-letter / fatal);
 //! - [`service`] sends one batch until every item has a final outcome, with `hold` (why writes
 //!   are held) and `waiting` (documents with a write waiting for its retry);
-//! - [`transport`] is the one thing asked of the network: send a body, bring back the answer;
+//! - [`transport`] is the one thing asked of the network: send a body, bring back the answer,
+//!   and `answer` reads that answer into item results;
 //! - [`layout`] records and checks the topic's partition count that offset versions rely on.
 
+mod answer;
 #[cfg(test)]
 mod deliver_tests;
 mod hold;

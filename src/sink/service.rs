@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use elasticsearch::Elasticsearch;
-use serde::Deserialize;
 
+use super::answer::{describe, read_answer, Attempt, ItemResult};
 use super::hold::Hold;
 use super::request::{Batch, BatchItem, OpKind, Tracked};
 use super::retry::{
     classify_item, classify_request, ItemDecision, RequestDecision, LONE_REFUSALS_FATAL,
 };
-use super::transport::{Exchange, Http, Transport};
+use super::transport::{Http, Transport};
 use super::waiting::{Turn, Waiting};
 use crate::backoff::{backoff, jitter};
 use crate::dlq::letter::{ErrorClass, Refusal};
@@ -101,51 +101,6 @@ struct Retrying {
     since: Option<Instant>,
     /// Its quoted `_id`, while the sink watches for a newer write of the document.
     watched: Option<Vec<u8>>,
-}
-
-#[derive(Deserialize)]
-struct BulkResponse {
-    #[serde(default)]
-    items: Option<Vec<ItemEnvelope>>,
-}
-
-#[derive(Deserialize)]
-struct ItemEnvelope {
-    #[serde(alias = "index", alias = "create", alias = "update", alias = "delete")]
-    result: ItemResult,
-}
-
-#[derive(Deserialize)]
-struct ItemResult {
-    status: u16,
-    #[serde(default)]
-    error: Option<ItemError>,
-}
-
-#[derive(Deserialize)]
-struct ItemError {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// The error object of a refused request (`{"error": {"type": …, "reason": …}}`).
-#[derive(Deserialize)]
-struct ErrorResponse {
-    error: ItemError,
-}
-
-enum Attempt {
-    Items(Vec<ItemResult>),
-    /// A 2xx answer without `items` (a proxy's or gateway's, not Elasticsearch's).
-    NoItems(String),
-    Failed {
-        status: Option<u16>,
-        error: Option<ItemError>,
-        detail: String,
-        timed_out: bool,
-    },
 }
 
 impl<T: Tracked> BulkSink<T> {
@@ -485,46 +440,6 @@ impl<T: Tracked> BulkSink<T> {
     }
 }
 
-/// What an exchange with the cluster says about a request: item answers, or why there are none.
-fn read_answer(exchange: Exchange) -> Attempt {
-    let (status, bytes) = match exchange {
-        Exchange::Answered { status, body } => (status, body),
-        Exchange::Failed { timed_out, detail } => {
-            return Attempt::Failed {
-                status: None,
-                error: None,
-                timed_out,
-                detail,
-            }
-        }
-    };
-    if !(200..300).contains(&status) {
-        return Attempt::Failed {
-            status: Some(status),
-            error: serde_json::from_slice::<ErrorResponse>(&bytes)
-                .ok()
-                .map(|e| e.error),
-            timed_out: false,
-            detail: excerpt(&bytes),
-        };
-    }
-    match serde_json::from_slice::<BulkResponse>(&bytes) {
-        Ok(BulkResponse { items: Some(items) }) => {
-            Attempt::Items(items.into_iter().map(|i| i.result).collect())
-        }
-        Ok(BulkResponse { items: None }) => Attempt::NoItems(format!(
-            "HTTP {status} without `items`, so no document is known to be written: {}",
-            excerpt(&bytes)
-        )),
-        Err(e) => Attempt::Failed {
-            status: None,
-            error: None,
-            timed_out: false,
-            detail: format!("unreadable bulk response ({e}): {}", excerpt(&bytes)),
-        },
-    }
-}
-
 /// The two halves of a batch, the first to be sent first (the queue is a stack).
 fn halves<T: Tracked>(batch: &Batch<T>) -> [Batch<T>; 2] {
     let mut first = batch.items.clone();
@@ -545,21 +460,4 @@ fn dead_letter<T: Tracked>(
         attempts: item.attempts,
         original: batch.original(item),
     })
-}
-
-fn describe(result: &ItemResult) -> String {
-    match &result.error {
-        Some(e) => format!(
-            "HTTP {} {}: {}",
-            result.status,
-            e.kind,
-            e.reason.as_deref().unwrap_or("")
-        ),
-        None => format!("HTTP {}", result.status),
-    }
-}
-
-fn excerpt(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
-    text.into_owned()
 }
