@@ -162,8 +162,16 @@ impl<T: Tracked> BulkSink<T> {
         // Items waiting to be sent again, kept aside so that the common path carries nothing.
         // (A fatal error ends the run, so the documents it still watches need no unwatching.)
         let mut retrying: HashMap<T, Retrying> = HashMap::new();
+        let mut sent_before = false;
         while let Some((mut batch, timeouts)) = queue.pop() {
-            self.drop_unwanted(&mut batch, turn.number, &mut retrying, &mut outcomes);
+            self.drop_unwanted(
+                &mut batch,
+                turn.number,
+                sent_before,
+                &mut retrying,
+                &mut outcomes,
+            );
+            sent_before = true;
             if batch.is_empty() {
                 continue;
             }
@@ -397,10 +405,16 @@ impl<T: Tracked> BulkSink<T> {
         &self,
         batch: &mut Batch<T>,
         turn: u64,
+        sent_before: bool,
         retrying: &mut HashMap<T, Retrying>,
         outcomes: &mut Vec<(T, ItemOutcome)>,
     ) {
         let waiting = &self.shared.waiting;
+        // The first send follows the sealing of the batch within milliseconds: a write cannot be
+        // stale by a tombstone's lifetime yet, and if a newer write of its document was applied
+        // meanwhile, its external version makes Elasticsearch refuse it (409). Only what is
+        // sent again later, after answers and backoffs, is looked up.
+        let look_up = sent_before && waiting.any_deletes();
         let verdict = |item: &BatchItem<T>| {
             if self
                 .wanted
@@ -411,7 +425,7 @@ impl<T: Tracked> BulkSink<T> {
             }
             let id = match retrying.get(&item.ticket).and_then(|s| s.watched.as_ref()) {
                 Some(id) => id.as_slice(),
-                None if waiting.any_deletes() => batch.quoted_id(item),
+                None if look_up => batch.quoted_id(item),
                 None => return None,
             };
             waiting
