@@ -427,7 +427,8 @@ async fn a_start_up_says_at_once_what_it_waits_for_and_starts_when_it_comes() {
         unique("tags-v2-late"),
         unique("indexer"),
     );
-    produce_topic(&stack, &topic, 2, &generate::messages(&spec(300, 60, 12))).await;
+    let messages = generate::messages(&spec(300, 60, 12));
+    produce_topic(&stack, &topic, 2, &messages).await;
     let es_port = free_port();
     let args = run_args_to(
         &stack,
@@ -459,6 +460,12 @@ async fn a_start_up_says_at_once_what_it_waits_for_and_starts_when_it_comes() {
     let out = stdout_of(&mut child);
     assert!(status.success(), "exit {status}: {out}");
     assert!(out.contains("300 consumed"), "{out}");
+    let expected = oracle(
+        &read_topic(&stack, &topic),
+        &poison_payloads(&messages),
+        Versions::Offset,
+    );
+    assert_index_equals(&stack.new_es, &index, &expected).await;
     println!("RESULT start-up waits: the broker named on /healthz, /readyz and in the log, SIGTERM exit 0; the cluster named in the log, the replay started once it answered: {}", out.trim());
 }
 

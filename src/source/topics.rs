@@ -25,16 +25,6 @@ pub async fn ensure_topic(
     }
 }
 
-/// The number of partitions of `topic`, from the broker's metadata (blocking: run it off the
-/// async threads). An error if the topic does not exist.
-pub fn partition_count(config: &ClientConfig, topic: &str) -> anyhow::Result<i32> {
-    match probe_partitions(config, topic, Duration::from_secs(30)) {
-        Ok(Some(partitions)) => Ok(partitions),
-        Ok(None) => anyhow::bail!("topic `{topic}` has no partitions (does it exist?)"),
-        Err(e) => anyhow::bail!(e),
-    }
-}
-
 /// One metadata request for `topic` (blocking): its partition count, `None` if the brokers know
 /// no partition of it, or why the brokers did not answer within `timeout`, naming them.
 pub fn probe_partitions(
