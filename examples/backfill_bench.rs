@@ -19,11 +19,12 @@ mod bench_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dual_indexer::envelope::{Plan, Record, VersionSource};
 use dual_indexer::es;
 use dual_indexer::generate::{self, GeneratorSpec};
 use dual_indexer::sink::{Batch, Provenance};
 use dual_indexer::source::offsets::Ticket;
-use dual_indexer::transform::{prepare_for, Origin, Schema, VersionSource};
+use dual_indexer::transform::Schema;
 use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 
@@ -89,11 +90,8 @@ fn bodies(commands: &[Vec<u8>], schema: Schema, batch: usize) -> Vec<Vec<u8>> {
         .map(|chunk| {
             let mut out = Batch::with_capacity(1 << 20, chunk.len());
             for (n, payload) in chunk.iter().enumerate() {
-                let origin = Origin {
-                    key: None,
-                    offset: n as i64,
-                };
-                let write = prepare_for(schema, payload, origin, VersionSource::Version)
+                let write = Plan::builtin(VersionSource::version_field())
+                    .prepare(schema, &Record::new(payload, None, n as i64))
                     .expect("the corpus has no poison");
                 let ticket = Ticket {
                     partition: 0,

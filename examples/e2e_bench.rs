@@ -27,12 +27,13 @@ mod bench_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dual_indexer::envelope::{Plan, Record};
 use dual_indexer::es;
 use dual_indexer::generate::{self, GeneratorSpec};
 use dual_indexer::sink::{Batch, Provenance};
 use dual_indexer::source::group;
 use dual_indexer::source::offsets::Ticket;
-use dual_indexer::transform::{prepare, Origin, VersionSource};
+use dual_indexer::transform::Schema;
 use elasticsearch::http::Method;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::ClientConfig;
@@ -105,16 +106,15 @@ async fn main() -> anyhow::Result<()> {
     let mut records =
         dual_indexer::source::topics::read_all(&kafka, &topic, Duration::from_secs(120))?;
     records.sort_by_key(|r| (r.partition, r.offset));
+    let plan = Plan::builtin(Default::default());
     let bodies: Vec<Vec<u8>> = records
         .chunks(o.batch)
         .map(|chunk| {
             let mut batch = Batch::with_capacity(1 << 20, chunk.len());
             for r in chunk {
-                let origin = Origin {
-                    key: r.key.as_deref(),
-                    offset: r.offset,
-                };
-                let write = prepare(&r.payload, origin, VersionSource::Offset)
+                let record = Record::new(&r.payload, r.key.as_deref(), r.offset);
+                let write = plan
+                    .prepare(Schema::New, &record)
                     .expect("no poison in the bench stream");
                 let ticket = Ticket {
                     partition: r.partition,

@@ -10,6 +10,9 @@ use std::time::Duration;
 use clap::Args;
 use rdkafka::ClientConfig;
 
+use crate::command::CommandKind;
+use crate::envelope::mapping::{self, OperationValue, Rename};
+use crate::envelope::{Mapping, Plan, Pointer, TagsFormat, TextSource, Tombstones, VersionSource};
 use crate::telemetry::LogFormat;
 
 /// The headings that group a subcommand's flags in its `--help`.
@@ -24,6 +27,7 @@ pub(crate) mod heading {
     pub const SLICES: &str = "Slices and checkpoint";
     pub const COMPARISON: &str = "Comparison";
     pub const REPORT: &str = "Report";
+    pub const ENVELOPE: &str = "Envelope (the producers' message format; see docs/envelope.md)";
 }
 
 /// Options every subcommand accepts.
@@ -209,6 +213,85 @@ impl LagRuleArgs {
     /// Time between samples.
     pub fn interval(&self) -> Duration {
         Duration::from_secs(self.interval_secs)
+    }
+}
+
+/// Where each part of a command is in the producers' messages, shared by `run` and
+/// `envelope check`. The defaults are the built-in envelope (`schemas/command.schema.json`).
+#[derive(Debug, Args, Clone)]
+pub struct EnvelopeArgs {
+    /// Where the document id is, tried in order (repeatable): a JSON Pointer into the value (`/payload/uid`), `key`, `key:/pointer` into a JSON key, or `header:NAME`.
+    #[arg(long, value_name = "SOURCE", default_values = ["/id", "key"])]
+    pub id_from: Vec<TextSource>,
+    /// Where the operation is: a JSON Pointer into the value.
+    #[arg(long, value_name = "POINTER", default_value = "/type", value_parser = Pointer::parse)]
+    pub operation_from: Pointer,
+    /// An operation value and what it does (repeatable): `CREATE=upsert`, `REMOVE=delete`.
+    #[arg(long, value_name = "VALUE=upsert|delete", default_values = ["upsert=upsert", "delete=delete"])]
+    pub operation: Vec<OperationValue>,
+    /// The operation of a message that carries none: upsert or delete. Unset, such a message is dead-lettered.
+    #[arg(long, value_name = "OPERATION", value_parser = mapping::parse_kind)]
+    pub default_operation: Option<CommandKind>,
+    /// Where each write's external version comes from: offset, record-timestamp, header:NAME, a JSON Pointer into the value (`/meta/seq`), or the built-in envelope's `version` or `timestamp` field.
+    #[arg(long, env = "DUAL_INDEXER_VERSION_SOURCE", default_value = "offset")]
+    pub version_source: VersionSource,
+    /// Where the tags are: a JSON Pointer into the value.
+    #[arg(long, value_name = "POINTER", default_value = "/tags", value_parser = Pointer::parse)]
+    pub tags_from: Pointer,
+    /// How the tags are laid out: object (`{"name": "dor"}`), pairs (`[{"key": "name", "value": "dor"}]`) or prefix (fields named `<prefix><key>`).
+    #[arg(long, default_value = "object")]
+    pub tags_format: TagsFormat,
+    /// With --tags-format pairs: the member of each pair holding the key.
+    #[arg(long, value_name = "POINTER", default_value = "/key", value_parser = Pointer::parse)]
+    pub tag_key: Pointer,
+    /// With --tags-format pairs: the member of each pair holding the value.
+    #[arg(long, value_name = "POINTER", default_value = "/value", value_parser = Pointer::parse)]
+    pub tag_value: Pointer,
+    /// With --tags-format prefix: the start of the field names that are tags (`tag.`).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub tag_prefix: String,
+    /// The object whose members are the document's fields (`""` for the whole value; members used for another part are left out).
+    #[arg(long, value_name = "POINTER", default_value = "/fields", value_parser = Pointer::parse)]
+    pub fields_from: Pointer,
+    /// Keep only these fields (repeatable); all are kept when none is named.
+    #[arg(long = "field", value_name = "NAME")]
+    pub only_fields: Vec<String>,
+    /// Rename a field on its way into the document (repeatable): `userName=user_name`.
+    #[arg(long, value_name = "FROM=TO")]
+    pub rename_field: Vec<Rename>,
+    /// Where each document's `_routing` is (a pointer, `key`, `key:/pointer` or `header:NAME`). Unset, documents route by id.
+    #[arg(long, value_name = "SOURCE")]
+    pub routing_from: Option<TextSource>,
+    /// What a tombstone (a keyed message with no value) means: reject (dead-letter it) or delete (the document its key names).
+    #[arg(long, default_value = "reject")]
+    pub tombstones: Tombstones,
+}
+
+impl EnvelopeArgs {
+    /// The mapping these flags describe.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            id: self.id_from.clone(),
+            operation: self.operation_from.clone(),
+            operations: self.operation.clone(),
+            default_operation: self.default_operation,
+            version: self.version_source.clone(),
+            tags: self.tags_from.clone(),
+            tags_format: self.tags_format,
+            tag_key: self.tag_key.clone(),
+            tag_value: self.tag_value.clone(),
+            tag_prefix: self.tag_prefix.clone(),
+            fields: self.fields_from.clone(),
+            only_fields: self.only_fields.clone(),
+            renames: self.rename_field.clone(),
+            routing: self.routing_from.clone(),
+            tombstones: self.tombstones,
+        }
+    }
+
+    /// The checked, compiled mapping.
+    pub fn plan(&self) -> Result<Plan, String> {
+        Plan::compile(self.mapping())
     }
 }
 

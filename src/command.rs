@@ -103,26 +103,17 @@ impl<'a> Envelope<'a> {
             ));
         }
         let tags = match self.tags {
-            Some(entries) => entries.into_sorted_unique("tags")?,
+            Some(entries) => sorted_unique(entries.0, "tags")?,
             None => Vec::new(),
         };
         let fields = match self.fields {
-            Some(entries) => entries.into_sorted_unique("fields")?,
+            Some(entries) => sorted_unique(entries.0, "fields")?,
             None => Vec::new(),
         };
-        if let Some((name, _)) = fields
-            .iter()
-            .find(|(_, raw)| nesting_depth(raw.get()) > MAX_FIELD_DEPTH)
-        {
-            return Err(DecodeError(format!(
-                "field `{name}` nests arrays or objects more than {MAX_FIELD_DEPTH} levels deep"
-            )));
-        }
-        if fields.iter().any(|(name, _)| name == "tags") {
-            return Err(DecodeError(
-                "`fields` may not contain `tags`; tags belong in the envelope's `tags` map".into(),
-            ));
-        }
+        check_fields(
+            &fields,
+            "`fields` may not contain `tags`; tags belong in the envelope's `tags` map",
+        )?;
         Ok(Command {
             kind: self.kind,
             id: self.id.map(|t| t.0),
@@ -134,25 +125,70 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// The rules every document's fields meet, whatever envelope they came in: no field nests deeper
+/// than [`MAX_FIELD_DEPTH`], and none is named `tags` (`tags_rule` says where tags go instead).
+pub(crate) fn check_fields(fields: &[Field<'_>], tags_rule: &str) -> Result<(), DecodeError> {
+    if let Some((name, _)) = fields
+        .iter()
+        .find(|(_, raw)| nesting_depth(raw.get()) > MAX_FIELD_DEPTH)
+    {
+        return Err(DecodeError(format!(
+            "field `{name}` nests arrays or objects more than {MAX_FIELD_DEPTH} levels deep"
+        )));
+    }
+    if fields.iter().any(|(name, _)| name == "tags") {
+        return Err(DecodeError(tags_rule.into()));
+    }
+    Ok(())
+}
+
+/// Sorts members by name and refuses a name given twice (`what` names the object).
+pub(crate) fn sorted_unique<'a, V>(
+    mut entries: Vec<(Cow<'a, str>, V)>,
+    what: &str,
+) -> Result<Vec<(Cow<'a, str>, V)>, DecodeError> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(pair) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(DecodeError(format!(
+            "`{what}` has the key `{}` more than once",
+            pair[0].0
+        )));
+    }
+    Ok(entries)
+}
+
 /// The text a tag value is indexed as: strings as they are, numbers and booleans as their JSON text.
-fn tag_value_text<'a>(key: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, DecodeError> {
+pub(crate) fn tag_value_text<'a>(
+    key: &str,
+    raw: &'a RawValue,
+) -> Result<Cow<'a, str>, DecodeError> {
     let text = raw.get();
-    let kind = match text.as_bytes().first() {
-        Some(b'"') if !text.contains('\\') => return Ok(Cow::Borrowed(&text[1..text.len() - 1])),
+    match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Ok(Cow::Borrowed(&text[1..text.len() - 1])),
         Some(b'"') => {
             let Text(s) =
                 serde_json::from_str(text).map_err(|e| DecodeError(format!("tag `{key}`: {e}")))?;
-            return Ok(s);
+            Ok(s)
         }
-        Some(b't' | b'f' | b'-' | b'0'..=b'9') => return Ok(Cow::Borrowed(text)),
+        Some(b't' | b'f' | b'-' | b'0'..=b'9') => Ok(Cow::Borrowed(text)),
+        _ => Err(DecodeError(format!(
+            "tag `{key}` must be a string, number or boolean, got {}",
+            json_kind(text)
+        ))),
+    }
+}
+
+/// What kind of JSON value `text` is, for messages: `null`, `an array`, `a string`, …
+pub(crate) fn json_kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'-' | b'0'..=b'9') => "a number",
         Some(b'n') => "null",
         Some(b'[') => "an array",
         Some(b'{') => "an object",
         _ => "an unknown JSON value",
-    };
-    Err(DecodeError(format!(
-        "tag `{key}` must be a string, number or boolean, got {kind}"
-    )))
+    }
 }
 
 /// The deepest nesting of arrays and objects in a valid JSON text. (It skips strings as
@@ -180,10 +216,10 @@ fn nesting_depth(json: &str) -> usize {
 
 /// A string that borrows from the input when it has no escapes.
 #[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+pub(crate) struct Text<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
 
 /// How a member value of `tags` or `fields` is taken from its raw JSON.
-trait EntryValue<'a>: Sized {
+pub(crate) trait EntryValue<'a>: Sized {
     fn from_raw(key: &str, raw: &'a RawValue) -> Result<Self, DecodeError>;
 }
 
@@ -205,20 +241,7 @@ impl<'a> EntryValue<'a> for Cow<'a, str> {
 }
 
 /// A JSON object's members in document order.
-struct Entries<'a, V>(Vec<(Cow<'a, str>, V)>);
-
-impl<'a, V> Entries<'a, V> {
-    fn into_sorted_unique(mut self, what: &str) -> Result<Vec<(Cow<'a, str>, V)>, DecodeError> {
-        self.0.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(pair) = self.0.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(DecodeError(format!(
-                "`{what}` has the key `{}` more than once",
-                pair[0].0
-            )));
-        }
-        Ok(self.0)
-    }
-}
+pub(crate) struct Entries<'a, V>(pub(crate) Vec<(Cow<'a, str>, V)>);
 
 impl<'de: 'a, 'a, V: EntryValue<'a>> Deserialize<'de> for Entries<'a, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

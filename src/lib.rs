@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod cutover;
 pub mod dlq;
+pub mod envelope;
 pub mod es;
 pub mod files;
 pub mod generate;

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => commands::run::run(args, &security.new).await,
+            Command::Run(args) => commands::run::run(*args, &security.new).await,
             Command::Generate(args) => commands::generate::run(args).await,
             Command::Lag(args) => commands::lag::run(args, &security.new).await,
             Command::Verify(args) => commands::verify::run(args, &security).await,
@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             Command::Alias(command) => commands::alias::run(command, &security.new).await,
             Command::Cutover(args) => commands::cutover::run(args, &security.new).await,
             Command::Rollback(args) => commands::rollback::run(args, &security.new).await,
+            Command::Envelope(command) => commands::envelope::run(command).await,
             Command::Config(command) => {
                 commands::config::run(command, &provenance, &security).await
             }

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use dual_indexer::envelope::{Plan, Record, VersionSource};
 use dual_indexer::generate::{self, GeneratorSpec};
 use dual_indexer::sink::{Batch, BulkSink, ItemOutcome, Provenance, RetryPolicy};
 use dual_indexer::source::offsets::Ticket;
-use dual_indexer::transform::{self, Origin, Schema, VersionSource};
+use dual_indexer::transform::Schema;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -58,14 +59,14 @@ async fn load_legacy(es_url: &str, index: &str, commands: &[Value]) {
         .iter()
         .map(|c| serde_json::to_vec(c).unwrap())
         .collect();
+    let plan = Plan::builtin(VersionSource::version_field());
     for (chunk_no, chunk) in payloads.chunks(2_000).enumerate() {
         let mut batch = Batch::default();
         for (n, payload) in chunk.iter().enumerate() {
             let offset = (chunk_no * 2_000 + n) as i64;
-            let origin = Origin { key: None, offset };
-            let write =
-                transform::prepare_for(Schema::Legacy, payload, origin, VersionSource::Version)
-                    .unwrap();
+            let write = plan
+                .prepare(Schema::Legacy, &Record::new(payload, None, offset))
+                .unwrap();
             let ticket = Ticket {
                 partition: 0,
                 offset,

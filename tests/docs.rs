@@ -20,6 +20,7 @@ const DOCS: &[(&str, &str)] = &[
     page!("docs/benchmarks.md"),
     page!("docs/configuration.md"),
     page!("docs/generate.md"),
+    page!("docs/envelope.md"),
     page!("docs/how-it-works.md"),
     page!("docs/lag-and-cutover.md"),
     page!("docs/metrics.md"),

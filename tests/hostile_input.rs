@@ -7,19 +7,23 @@
 //!   maps, megabyte values, keys with `:` and control characters, numbers where strings belong and
 //!   duplicate keys at `prepare`, and checks every outcome against the rules.
 
+use dual_indexer::envelope::{Plan, Record};
+use dual_indexer::generate;
 use dual_indexer::transform::key_to_value::{self, MAX_KEYWORD_BYTES};
-use dual_indexer::transform::{prepare, Op, Origin, VersionSource};
+use dual_indexer::transform::{Op, Schema};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
 /// Applies one payload and checks the outcome against the documented rules. Returns the
 /// rejection class, or `None` when the payload became a write.
 fn apply(payload: &[u8]) -> Option<&'static str> {
-    let origin = Origin {
-        key: Some(b"fallback-id"),
-        offset: 7,
-    };
-    match prepare(payload, origin, VersionSource::Offset) {
+    apply_with(&Plan::builtin(Default::default()), payload)
+}
+
+/// [`apply`] through any envelope mapping.
+fn apply_with(plan: &Plan, payload: &[u8]) -> Option<&'static str> {
+    let record = Record::new(payload, Some(b"fallback-id"), 7);
+    match plan.prepare(Schema::New, &record) {
         Ok(write) => {
             assert!(!write.id.is_empty());
             if let Op::Index(body) = &write.op {
@@ -87,6 +91,11 @@ fn a_megabyte_tag_value_is_refused_by_the_transform_and_a_megabyte_field_is_kept
 }
 
 /// Strings that stress the encoding: `:`, `\`, control characters, unicode, empty.
+/// The mapping of `docs/examples/nested-mapping.toml`, which reads `generate --format nested`.
+fn nested_plan() -> Plan {
+    Plan::compile(generate::nested::mapping()).expect("a valid mapping")
+}
+
 fn nasty_string() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z:\\\\]{0,12}",
@@ -122,6 +131,22 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         apply(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_nested_messages_through_a_mapping_are_applied_or_refused_with_a_reason(
+        op in prop_oneof![Just(json!("UPDATE")), Just(json!("REMOVE")), json_value()],
+        seq in json_value(),
+        uid in prop_oneof![nasty_string().prop_map(Value::String), json_value()],
+        pairs in prop::collection::vec((json_value(), json_value()), 0..6),
+        payload in json_value(),
+    ) {
+        let mut inner = if payload.is_object() { payload } else { json!({"other": payload}) };
+        inner["uid"] = uid;
+        inner["tags"] = pairs.into_iter().map(|(k, v)| json!({"k": k, "v": v})).collect();
+        let message = json!({"meta": {"op": op, "seq": seq}, "payload": inner});
+        apply_with(&nested_plan(), message.to_string().as_bytes());
+        apply_with(&nested_plan(), &message.to_string().as_bytes()[..message.to_string().len() / 2]);
     }
 
     #[test]

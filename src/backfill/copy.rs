@@ -214,6 +214,7 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
                 let original = serde_json::to_vec(&hit.source)?;
                 let write = Write {
                     id: Cow::Borrowed(&hit.id),
+                    routing: None,
                     version,
                     op: Op::Index(serde_json::to_vec(&document)?),
                 };

@@ -40,6 +40,10 @@ pub struct GenerateArgs {
     /// Print the messages as `key<TAB>payload` lines instead of producing them.
     #[arg(long)]
     pub stdout: bool,
+    /// The message format: `builtin` (the built-in envelope) or `nested` (a producer's own format,
+    /// read with `--config docs/examples/nested-mapping.toml`; see docs/envelope.md).
+    #[arg(long, default_value = "builtin", value_parser = ["builtin", "nested"])]
+    pub format: String,
 }
 
 /// Builds the stream from the seed, then produces it to `--topic` or prints it with `--stdout`.
@@ -51,7 +55,12 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         poison_every: args.poison_every,
     };
-    let messages = generate::messages(&spec);
+    let mut messages = generate::messages(&spec);
+    if args.format == "nested" {
+        for m in &mut messages {
+            m.payload = generate::nested::to_nested(&m.payload);
+        }
+    }
     let poison = messages.iter().filter(|m| m.poison.is_some()).count();
     if args.stdout {
         use std::io::Write;

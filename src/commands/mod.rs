@@ -10,6 +10,7 @@ use alias::AliasCommand;
 use backfill::BackfillArgs;
 use config::ConfigCommand;
 use cutover::CutoverArgs;
+use envelope::EnvelopeCommand;
 use generate::GenerateArgs;
 use index::IndexCommand;
 use lag::LagArgs;
@@ -21,6 +22,7 @@ pub mod alias;
 pub mod backfill;
 pub mod config;
 pub mod cutover;
+pub mod envelope;
 pub mod generate;
 pub mod index;
 pub mod lag;
@@ -57,7 +59,7 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  dual-indexer run --brokers 127.0.0.1:9092 --topic commands --es-url http://127.0.0.1:9201 --index tags-v2 --create-index --until-caught-up"
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Produce a seeded synthetic command stream (upserts, deletes, duplicates, stale versions, poison).
     #[command(
         after_help = "Example:\n  dual-indexer generate --brokers 127.0.0.1:9092 --topic commands --count 20000 --ids 5000 --seed 42"
@@ -99,6 +101,9 @@ pub enum Command {
     /// The effective configuration: where each setting comes from, and whether it works.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The producers' message format: see what the envelope mapping makes of real messages.
+    #[command(subcommand)]
+    Envelope(EnvelopeCommand),
 }
 
 /// The target of the subcommands' log lines: the binary's, where these bodies used to live, so

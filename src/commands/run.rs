@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{shutdown_signal, LOG_TARGET};
-use crate::cli::{heading, parse_key_value, KafkaArgs, LagRuleArgs};
+use crate::cli::{heading, parse_key_value, EnvelopeArgs, KafkaArgs, LagRuleArgs};
 use crate::cutover::index;
 use crate::dlq::DeadLetterQueue;
 use crate::es::{self, ClusterSecurity};
@@ -20,13 +20,15 @@ use crate::source::commands::CommandSource;
 use crate::source::{group, topics};
 use crate::startup;
 use crate::status::{self, StatusBoard};
-use crate::transform::{Schema, VersionSource};
+use crate::transform::Schema;
 
 /// `dual-indexer run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten, next_help_heading = heading::KAFKA)]
     pub kafka: KafkaArgs,
+    #[command(flatten, next_help_heading = heading::ENVELOPE)]
+    pub envelope: EnvelopeArgs,
     /// The command topic.
     #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands", help_heading = heading::KAFKA)]
     pub topic: String,
@@ -75,9 +77,6 @@ pub struct RunArgs {
     /// `actions.tags.<key>` fields: the reference legacy indexer, run under the legacy group).
     #[arg(long, env = "DUAL_INDEXER_SCHEMA", default_value = "new", help_heading = heading::ES)]
     pub schema: Schema,
-    /// Where each write's external version comes from: offset, version or timestamp.
-    #[arg(long, env = "DUAL_INDEXER_VERSION_SOURCE", default_value = "offset", help_heading = heading::ES)]
-    pub version_source: VersionSource,
     /// Set the target's index.gc_deletes (how long a delete's version tombstone refuses older writes, e.g. 1h) at start; "keep" leaves it, and a value shorter than the retry window is warned about.
     #[arg(long, env = "DUAL_INDEXER_SET_GC_DELETES", default_value = "keep", help_heading = heading::ES)]
     pub set_gc_deletes: String,
@@ -165,7 +164,7 @@ impl RunArgs {
             group: self.group.clone(),
             dlq_topic: self.dlq_topic(),
             dlq_kafka: self.dlq_kafka.clone(),
-            version_source: self.version_source,
+            plan: Arc::new(self.envelope.plan()?),
             schema: self.schema,
             batch_max_docs: self.batch_max_docs as usize,
             batch_max_bytes: self.batch_max_bytes as usize,
@@ -215,7 +214,7 @@ pub async fn run(args: RunArgs, security: &ClusterSecurity) -> anyhow::Result<Ex
         }
         started = start_replay(&args, &settings, security) => started?,
     };
-    tracing::info!(target: LOG_TARGET, topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, version_source = %settings.version_source, schema = %settings.schema, "replay starting");
+    tracing::info!(target: LOG_TARGET, topic = %settings.topic, group = %settings.group, index = %args.index, dlq = %settings.dlq_topic, envelope = %settings.plan.mapping(), schema = %settings.schema, "replay starting");
     let started = Instant::now();
     let (ending, summary) = pipeline
         .run(shutdown, args.until_caught_up.then_some(lag_status))
@@ -296,7 +295,7 @@ async fn start_replay(
         tracing::info!(target: LOG_TARGET, index = %args.index, schema = %args.schema, "created the index from its template in schemas/");
     }
     let mut settings = settings.clone();
-    if settings.version_source == VersionSource::Offset {
+    if settings.plan.versions_are_offsets() {
         let partitions = partitions.ok_or_else(|| {
             anyhow::anyhow!(
                 "topic `{}` has no partitions (does it exist?); with --version-source offset the index records the partition count it is built from",
@@ -434,7 +433,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             unreachable!()
         };
-        args
+        *args
     }
 
     #[test]

@@ -152,6 +152,7 @@ mod tests {
         let id = format!("doc-{offset}");
         let write = Write {
             id: id.as_str().into(),
+            routing: None,
             version: offset as u64,
             op: Op::Delete,
         };

@@ -34,7 +34,6 @@ use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
 use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
 use crate::source::offsets::Ticket;
 use crate::status::StatusBoard;
-use crate::transform::{self, Origin, Rejection};
 use batcher::{Batcher, Limits};
 use flow::Flow;
 use joining::Joining;
@@ -254,20 +253,10 @@ impl Pipeline {
         self.stats.consumed(ticket.partition);
         let key = message.key();
         let payload = message.payload().unwrap_or_default();
-        let prepared = match message.payload() {
-            Some(payload) => transform::prepare_for(
-                self.settings.schema,
-                payload,
-                Origin {
-                    key,
-                    offset: ticket.offset,
-                },
-                self.settings.version_source,
-            ),
-            None => Err(Rejection::Decode(
-                "the message has no payload (a tombstone is not a command)".into(),
-            )),
-        };
+        let prepared = self
+            .settings
+            .plan
+            .prepare(self.settings.schema, &message.record());
         match prepared {
             Ok(write) => {
                 let provenance = Provenance {

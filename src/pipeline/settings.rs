@@ -1,8 +1,10 @@
 //! What the replay loop is told, and how it ended.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::transform::{Schema, VersionSource};
+use crate::envelope::Plan;
+use crate::transform::Schema;
 
 /// Everything `run` needs besides the Kafka and Elasticsearch connections.
 #[derive(Debug, Clone)]
@@ -15,8 +17,8 @@ pub struct RunSettings {
     pub dlq_topic: String,
     /// librdkafka settings for the dead-letter producer only, applied over the shared ones.
     pub dlq_kafka: Vec<(String, String)>,
-    /// Where the external version comes from.
-    pub version_source: VersionSource,
+    /// How a message becomes a write: the producer's envelope, the id, version and routing.
+    pub plan: Arc<Plan>,
     /// The document shape written.
     pub schema: Schema,
     /// A batch is sent once it holds this many documents...

@@ -61,6 +61,7 @@ fn batch(docs: i64, bad: Option<i64>) -> Batch<Doc> {
         let id = format!("doc-{n}");
         let write = Write {
             id: id.as_str().into(),
+            routing: None,
             version: n as u64,
             op: Op::Index(source),
         };

@@ -143,7 +143,12 @@ impl<T: Tracked> Batch<T> {
         self.body.extend_from_slice(VERSION_KEY);
         write_u64(&mut self.body, write.version);
         self.body
-            .extend_from_slice(b",\"version_type\":\"external\"}}\n");
+            .extend_from_slice(b",\"version_type\":\"external\"");
+        if let Some(routing) = &write.routing {
+            self.body.extend_from_slice(b",\"routing\":");
+            write_str(&mut self.body, routing);
+        }
+        self.body.extend_from_slice(b"}}\n");
         if let Op::Index(source) = &write.op {
             self.body.extend_from_slice(source);
             self.body.push(b'\n');
@@ -280,11 +285,12 @@ mod tests {
     }
 
     #[test]
-    fn index_and_delete_lines_carry_external_versions() {
+    fn index_and_delete_lines_carry_external_versions_and_routing() {
         let mut batch = Batch::default();
         batch.push(
             Write {
                 id: "a".into(),
+                routing: None,
                 version: 3,
                 op: Op::Index(br#"{"tags":[]}"#.to_vec()),
             },
@@ -293,6 +299,7 @@ mod tests {
         batch.push(
             Write {
                 id: "b\"".into(),
+                routing: Some("tenant-1".into()),
                 version: 4,
                 op: Op::Delete,
             },
@@ -305,7 +312,7 @@ mod tests {
                 "\n",
                 r#"{"tags":[]}"#,
                 "\n",
-                r#"{"delete":{"_id":"b\"","version":4,"version_type":"external"}}"#,
+                r#"{"delete":{"_id":"b\"","version":4,"version_type":"external","routing":"tenant-1"}}"#,
                 "\n",
             )
         );
@@ -320,6 +327,7 @@ mod tests {
             batch.push(
                 Write {
                     id: id.into(),
+                    routing: None,
                     version,
                     op: Op::Index(b"{}".to_vec()),
                 },
@@ -350,6 +358,7 @@ mod tests {
             batch.push(
                 Write {
                     id: "a".into(),
+                    routing: None,
                     version: 1,
                     op: Op::Delete,
                 },
@@ -369,6 +378,7 @@ mod tests {
             batch.push(
                 Write {
                     id: format!("d{i}").into(),
+                    routing: None,
                     version: i as u64,
                     op: Op::Delete,
                 },
@@ -396,6 +406,7 @@ mod tests {
             batch.push(
                 Write {
                     id: format!("d{i}").into(),
+                    routing: None,
                     version: i,
                     op: Op::Delete,
                 },

@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::kafka::{self, lock, IndexerContext};
 use super::offsets::{OffsetTracker, Ticket};
+use crate::envelope::{HeaderLookup, Record};
 
 /// How long leaving the consumer group may take at exit, after the final commit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +78,26 @@ impl Incoming<'_> {
     /// The message value; `None` for a tombstone.
     pub fn payload(&self) -> Option<&[u8]> {
         self.message.payload()
+    }
+
+    /// The message as the envelope plan reads it.
+    pub fn record(&self) -> Record<'_> {
+        Record {
+            payload: self.message.payload(),
+            key: self.message.key(),
+            offset: self.ticket.offset,
+            timestamp: self.message.timestamp().to_millis(),
+            headers: self.message.headers().map(|h| h as &dyn HeaderLookup),
+        }
+    }
+}
+
+impl HeaderLookup for BorrowedHeaders {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .filter(|h| h.key == name)
+            .last()
+            .and_then(|h| h.value)
     }
 }
 

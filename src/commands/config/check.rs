@@ -111,6 +111,10 @@ pub async fn run_checks(args: &ConfigCheckArgs, security: &Security) -> Vec<Find
             )
         }),
     );
+    push(
+        "envelope",
+        run.envelope.plan().map(|p| p.mapping().to_string()),
+    );
     match run.kafka.client_config() {
         Err(e) => push("broker", Err(format!("{e:#}"))),
         Ok(config) => {

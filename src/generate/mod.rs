@@ -13,6 +13,8 @@
 //! carries the odd version just below the newest, so no two different commands for one
 //! document share a version and "the newest version wins" has exactly one answer.
 
+pub mod nested;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -373,7 +375,8 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::{prepare, Origin, VersionSource};
+    use crate::envelope::{Plan, Record, VersionSource};
+    use crate::transform::Schema;
 
     #[test]
     fn the_same_seed_gives_the_same_stream() {
@@ -397,12 +400,14 @@ mod tests {
             ..GeneratorSpec::default()
         };
         let mut poison = HashMap::new();
+        let plan = Plan::builtin(VersionSource::version_field());
         for (offset, m) in messages(&spec).iter().enumerate() {
-            let origin = Origin {
-                key: m.key.as_deref().map(str::as_bytes),
-                offset: offset as i64,
-            };
-            let result = prepare(&m.payload, origin, VersionSource::Version);
+            let record = Record::new(
+                &m.payload,
+                m.key.as_deref().map(str::as_bytes),
+                offset as i64,
+            );
+            let result = plan.prepare(Schema::New, &record);
             match m.poison {
                 // Refused by Elasticsearch's strict mapping, not by the transform.
                 Some(Poison::UnknownField) | None => assert!(result.is_ok(), "{:?}", result),
