@@ -52,7 +52,11 @@ hot_path() {
       rates[name] = rate; name = ""
     }
     END {
-      for (n in rates) if (n !~ /baseline/) printf "%s %.0f %.0f\n", n, rates[n], rates[n "_baseline_serde_value_roundtrip"]
+      for (n in rates) {
+        if (n ~ /baseline/) continue
+        if (n ~ /_mapped_/) { base = n; sub(/_mapped_.*/, "", base); printf "%s %.0f %.0f\n", n, rates[n], rates[base] }
+        else printf "%s %.0f %.0f\n", n, rates[n], rates[n "_baseline_serde_value_roundtrip"]
+      }
     }' | sort
 }
 
@@ -94,9 +98,22 @@ echo "| commit | commands with | dual-indexer | baseline (serde_json::Value roun
 echo "|---|---|---|---|---|"
 for rev in "${revs[@]}"; do
   while read -r name rate base; do
-    [ -n "$name" ] || continue
+    [ -n "$name" ] && [[ "$name" != *_mapped_* ]] || continue
     awk -v c="$rev" -v n="$name" -v r="$rate" -v b="$base" 'BEGIN {
       sub(/_tags/, " tags", n); printf "| %s | %s | %.0fk/s | %.0fk/s | %.2fx |\n", c, n, r / 1e3, b / 1e3, r / b }'
+  done <<<"${hot[$rev]}"
+done
+echo
+echo "Envelope mapping (docs/envelope.md), same run: the mapped path against the built-in envelope."
+echo "same_payloads reads built-in payloads through the general path; nested reads generate --format nested."
+echo
+echo "| commit | case | mapped | built-in | ratio |"
+echo "|---|---|---|---|---|"
+for rev in "${revs[@]}"; do
+  while read -r name rate base; do
+    [[ "$name" == *_mapped_* ]] || continue
+    awk -v c="$rev" -v n="$name" -v r="$rate" -v b="$base" 'BEGIN {
+      sub(/_mapped_/, " ", n); sub(/_tags/, " tags", n); printf "| %s | %s | %.0fk/s | %.0fk/s | %.2fx |\n", c, n, r / 1e3, b / 1e3, (b > 0 ? r / b : 0) }'
   done <<<"${hot[$rev]}"
 done
 
