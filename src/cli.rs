@@ -308,12 +308,15 @@ pub struct EsArgs {
 }
 
 impl EsArgs {
-    /// A client for the cluster.
-    pub fn client(
+    /// A client for the cluster, once its `GET /` says it is a version the new cluster may be
+    /// (logged, and refused otherwise).
+    pub async fn client(
         &self,
         security: &crate::es::ClusterSecurity,
     ) -> anyhow::Result<elasticsearch::Elasticsearch> {
-        crate::es::secure_client(&self.es_url, security, Duration::from_secs(60))
+        let client = crate::es::secure_client(&self.es_url, security, Duration::from_secs(60))?;
+        crate::es::cluster::connect(&client, &self.es_url, crate::es::cluster::Role::New).await?;
+        Ok(client)
     }
 }
 

@@ -10,9 +10,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
 
+use crate::es::cluster::{self, Cluster, ProbeError, Role};
 use crate::status::StatusBoard;
 
 /// Time between two attempts.
@@ -72,28 +72,27 @@ where
     }
 }
 
-/// Waits until the cluster at `shown_url` (its address without credentials) answers `GET /`.
-/// A refusal of the credentials ends the wait: waiting will not fix them.
+/// Waits until the cluster at `shown_url` (its address without credentials) answers `GET /`,
+/// and returns what answered. A refusal of the credentials, or a version outside the range of
+/// `role`, ends the wait: waiting will not change them.
 pub async fn wait_for_cluster(
     client: &Elasticsearch,
     shown_url: &str,
+    role: Role,
     board: &StatusBoard,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Cluster> {
     let what = format!("Elasticsearch at {shown_url}");
-    wait_for(&what, board, || async {
-        match crate::es::request(client, Method::Get, "/", None).await {
-            Ok((200..=299, _)) => Ok(()),
-            Ok((status @ (401 | 403), _)) => Err(Failure::Fatal(anyhow::anyhow!(
-                "{shown_url} refused the credentials (HTTP {status}); check the username, password or API key"
-            ))),
-            Ok((status, reply)) => Err(Failure::Unreachable(format!(
-                "HTTP {status}: {}",
-                crate::secrets::scrub(&reply.to_string())
-            ))),
-            Err(e) => Err(Failure::Unreachable(crate::secrets::scrub(&format!("{e:#}")))),
-        }
+    let cluster = wait_for(&what, board, || async {
+        cluster::probe(client, shown_url, role)
+            .await
+            .map_err(|e| match e {
+                ProbeError::Unreachable(why) => Failure::Unreachable(why),
+                ProbeError::Refused(why) => Failure::Fatal(anyhow::anyhow!(why)),
+            })
     })
-    .await
+    .await?;
+    cluster::log(shown_url, role, &cluster);
+    Ok(cluster)
 }
 
 /// Waits until the brokers answer a metadata request for `topic`, and returns its partition

@@ -4,97 +4,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dual_indexer::envelope::{Plan, Record, VersionSource};
 use dual_indexer::generate::{self, GeneratorSpec};
-use dual_indexer::sink::{Batch, BulkSink, ItemOutcome, Provenance, RetryPolicy};
-use dual_indexer::source::offsets::Ticket;
-use dual_indexer::transform::Schema;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use support::*;
-
-/// `n` upsert commands for the ids `doc-000000`…, with the generator's tags and fields.
-fn corpus(n: usize, seed: u64) -> Vec<Value> {
-    let spec = GeneratorSpec {
-        count: n * 2,
-        ids: n,
-        tags: 8,
-        seed,
-        poison_every: 0,
-    };
-    let upserts: Vec<Value> = generate::messages(&spec)
-        .into_iter()
-        .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
-        .filter(|c| c["type"] == "upsert")
-        .take(n)
-        .enumerate()
-        .map(|(i, mut c)| {
-            c["id"] = json!(generate::doc_id(i));
-            c
-        })
-        .collect();
-    assert_eq!(upserts.len(), n, "the generator gave too few upserts");
-    upserts
-}
-
-/// Writes the commands' documents into a legacy-schema index, the way the legacy indexer would.
-async fn load_legacy(es_url: &str, index: &str, commands: &[Value]) {
-    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
-    dual_indexer::es::ensure_index(&client, index, Schema::Legacy.template())
-        .await
-        .unwrap();
-    let sink = BulkSink::new(
-        client.clone(),
-        index,
-        RetryPolicy::default(),
-        Duration::from_secs(60),
-    );
-    let payloads: Vec<Vec<u8>> = commands
-        .iter()
-        .map(|c| serde_json::to_vec(c).unwrap())
-        .collect();
-    let plan = Plan::builtin(VersionSource::version_field());
-    for (chunk_no, chunk) in payloads.chunks(2_000).enumerate() {
-        let mut batch = Batch::default();
-        for (n, payload) in chunk.iter().enumerate() {
-            let offset = (chunk_no * 2_000 + n) as i64;
-            let write = plan
-                .prepare(Schema::Legacy, &Record::new(payload, None, offset))
-                .unwrap();
-            let ticket = Ticket {
-                partition: 0,
-                offset,
-                epoch: 0,
-            };
-            batch.push(
-                write,
-                Provenance {
-                    ticket,
-                    key: None,
-                    payload,
-                },
-            );
-        }
-        for (_, outcome) in sink.deliver(batch).await.unwrap() {
-            assert!(matches!(outcome, ItemOutcome::Applied(_)), "{outcome:?}");
-        }
-    }
-}
-
-async fn create_new_index(es_url: &str, index: &str) {
-    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
-    assert!(
-        dual_indexer::es::ensure_index(&client, index, Schema::New.template())
-            .await
-            .unwrap()
-    );
-}
 
 /// A scratch directory for one test's checkpoint and dead-letter files.
 fn scratch(name: &str) -> PathBuf {
@@ -168,14 +87,6 @@ fn total(summary: &Value, field: &str) -> u64 {
         .iter()
         .map(|s| s[field].as_u64().unwrap())
         .sum()
-}
-
-/// The oracle's documents for a set of upsert commands.
-fn expected(commands: &[Value]) -> BTreeMap<String, Value> {
-    commands
-        .iter()
-        .map(|c| (c["id"].as_str().unwrap().to_owned(), expected_document(c)))
-        .collect()
 }
 
 /// Runs `verify` between the two indices and returns its exit code.
@@ -567,14 +478,13 @@ fn backfill_refuses_to_resume_nothing_and_names_bad_values() {
 }
 
 /// A refusal that asking again cannot change is shown at once, not after ten attempts per
-/// slice: here Elasticsearch 8 refusing the `_id` sort (the proxy reproduces its answer, see
-/// docs/reliability.md, "What the fault proxy reproduces").
+/// slice: here a legacy cluster that refuses every search with 400.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_read_is_not_retried() {
     let stack = stack();
     let setup = setup(&stack, 200, 11, "bf-refused").await;
     let plan = fault_proxy::Plan {
-        refuse_id_sort: true,
+        refuse_reads: true,
         ..fault_proxy::Plan::default()
     };
     let proxy = fault_proxy::FaultProxy::start(&stack.legacy_es, plan).await;
@@ -589,7 +499,7 @@ async fn a_refused_read_is_not_retried() {
         .unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{err}");
-    assert!(err.contains("indices.id_field_data.enabled"), "{err}");
+    assert!(err.contains("search_phase_execution_exception"), "{err}");
     let refused = proxy.counts().searches_refused.load(Ordering::Relaxed);
     assert!(
         (1..=2).contains(&refused),

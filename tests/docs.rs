@@ -17,6 +17,7 @@ macro_rules! page {
 const DOCS: &[(&str, &str)] = &[
     page!("README.md"),
     page!("docs/backfill.md"),
+    page!("docs/compatibility.md"),
     page!("docs/benchmarks.md"),
     page!("docs/configuration.md"),
     page!("docs/generate.md"),

@@ -1,19 +1,22 @@
 //! The backfill's plan and progress, kept in one JSON file.
 //!
-//! The legacy index is split into slices by `_id`: slice *i* holds the ids in `(after, until]`,
-//! with boundaries taken from a random sample of ids, so slices are about equally large. A slice
-//! is read in `_id` order and its cursor (`after`) moves on only once a page has been written
-//! and its dead letters are on disk. The file is replaced atomically after every page, so after
-//! a crash `--resume` continues each slice after its last written page, and skips finished
-//! slices entirely.
+//! The legacy index is read in the cluster's own slices (`slice: {id, max}`, see
+//! [`crate::es::read`]). The file records the point in time the slices read (when the cluster
+//! reads by one) and, per slice, the sort values of its last written page (`after`), which move
+//! on only once a page has been written and its dead letters are on disk. The file is replaced
+//! atomically after every page. `--resume` skips finished slices entirely; an unfinished slice
+//! continues after its last written page while the point in time lives, and starts over
+//! otherwise (a scroll cannot be continued by another process). docs/backfill.md says how much
+//! that re-reads.
 
 use std::path::Path;
 
 use super::VersionStrategy;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The checkpoint format this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The whole checkpoint file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,9 +39,11 @@ pub struct Checkpoint {
     pub finished_at: Option<u64>,
     /// Documents in the legacy index when the backfill was planned.
     pub total_at_start: u64,
+    /// The point in time the slices read, while one is open (`None` for a scroll).
+    pub pit: Option<String>,
     /// Target settings the backfill changed and must put back.
     pub changed_settings: ChangedSettings,
-    /// The slices, in `_id` order.
+    /// The slices.
     pub slices: Vec<SliceState>,
 }
 
@@ -55,18 +60,15 @@ pub struct ChangedSettings {
     pub bulk_load: bool,
 }
 
-/// One slice: its id range and its progress.
+/// One slice: its place in the reading and its progress.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SliceState {
-    /// The slice number.
+    /// The slice number, `slice.id` of the reading.
     pub slice: usize,
-    /// The exclusive lower bound of the slice (`None`: from the first id).
-    pub start_after: Option<String>,
-    /// The inclusive upper bound of the slice (`None`: to the last id).
-    pub until: Option<String>,
-    /// The last id written; reading resumes after it.
-    pub after: Option<String>,
-    /// Whether every id of the slice has been read and written.
+    /// The sort values of the last document written, within the point in time; reading resumes
+    /// after them (`None`: from the slice's start).
+    pub after: Option<Value>,
+    /// Whether every document of the slice has been read and written.
     pub done: bool,
     /// Documents read, over all runs (a page read again after a crash counts twice).
     pub read: u64,
@@ -76,42 +78,35 @@ pub struct SliceState {
     pub kept_newer: u64,
     /// Documents dead-lettered.
     pub dead_lettered: u64,
+    /// Times the slice started over from its beginning after a first pass had begun.
+    pub restarts: u64,
 }
 
 impl SliceState {
-    /// Whether `id` sorts past this slice's upper bound.
-    pub fn is_past(&self, id: &str) -> bool {
-        self.until.as_deref().is_some_and(|until| id > until)
+    /// Sends the slice back to its start, keeping its counts.
+    pub fn restart(&mut self) {
+        if self.read > 0 || self.after.is_some() {
+            self.restarts += 1;
+        }
+        self.after = None;
+        self.done = false;
     }
 }
 
-/// Splits the id space into at most `slices` ranges of about equal size, judged by a random
-/// `sample` of ids. Fewer slices come back when the sample has fewer distinct ids.
-pub fn plan(mut sample: Vec<String>, slices: usize) -> Vec<SliceState> {
-    sample.sort_unstable();
-    sample.dedup();
-    let slices = slices.max(1);
-    let mut bounds: Vec<String> = (1..slices)
-        .filter_map(|i| sample.get(i * sample.len() / slices).cloned())
-        .collect();
-    bounds.dedup();
-    let mut out = Vec::with_capacity(bounds.len() + 1);
-    let mut lower: Option<String> = None;
-    for upper in bounds.into_iter().map(Some).chain(std::iter::once(None)) {
-        out.push(SliceState {
-            slice: out.len(),
-            start_after: lower.clone(),
-            until: upper.clone(),
-            after: lower,
+/// `slices` slices, none started.
+pub fn plan(slices: usize) -> Vec<SliceState> {
+    (0..slices.max(1))
+        .map(|slice| SliceState {
+            slice,
+            after: None,
             done: false,
             read: 0,
             written: 0,
             kept_newer: 0,
             dead_lettered: 0,
-        });
-        lower = upper;
-    }
-    out
+            restarts: 0,
+        })
+        .collect()
 }
 
 impl Checkpoint {
@@ -161,56 +156,23 @@ impl Checkpoint {
 mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("doc-{i:06}")).collect()
-    }
-
-    /// Which slice of `plan` holds `id`, checked to be exactly one.
-    fn owner(plan: &[SliceState], id: &str) -> usize {
-        let owners: Vec<_> = plan
-            .iter()
-            .filter(|s| s.start_after.as_deref().is_none_or(|a| id > a) && !s.is_past(id))
-            .map(|s| s.slice)
-            .collect();
-        assert_eq!(owners.len(), 1, "{id} is in slices {owners:?}");
-        owners[0]
-    }
-
     #[test]
-    fn slices_cover_every_id_once_and_are_about_equal() {
-        let all = ids(10_000);
-        let sample: Vec<String> = all.iter().step_by(37).cloned().collect();
-        let plan = plan(sample, 4);
-        assert_eq!(plan.len(), 4);
-        assert_eq!(plan[0].start_after, None);
-        assert_eq!(plan[3].until, None);
-        let mut sizes = [0usize; 4];
-        for id in &all {
-            sizes[owner(&plan, id)] += 1;
-        }
-        for size in sizes {
-            assert!((2_300..=2_700).contains(&size), "{sizes:?}");
-        }
-        // Ids outside the sample's range still have a slice.
-        owner(&plan, "");
-        owner(&plan, "zzz");
-        for s in &plan {
-            assert_eq!(s.after, s.start_after, "a slice starts at its lower bound");
-        }
-    }
-
-    #[test]
-    fn small_or_empty_samples_give_fewer_slices() {
-        assert_eq!(plan(vec![], 4).len(), 1);
-        let one = plan(vec!["a".into(), "a".into()], 4);
-        assert_eq!(one.len(), 2, "{one:?}");
-        assert_eq!(one[0].until.as_deref(), Some("a"));
-        let plan = plan(ids(3), 8);
-        let all = ids(3);
-        for id in &all {
-            owner(&plan, id);
-        }
-        assert!(plan.len() <= 4);
+    fn a_plan_has_the_slices_asked_for_and_a_restart_keeps_the_counts() {
+        let plan = plan(4);
+        assert_eq!(
+            plan.iter().map(|s| s.slice).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+        assert!(plan.iter().all(|s| !s.done && s.after.is_none()));
+        assert_eq!(super::plan(0).len(), 1);
+        let mut s = plan[1].clone();
+        s.restart();
+        assert_eq!(s.restarts, 0, "a slice never started is not restarted");
+        s.read = 10;
+        s.after = Some(serde_json::json!([42]));
+        s.done = true;
+        s.restart();
+        assert_eq!((s.read, s.restarts, s.done, s.after), (10, 1, false, None));
     }
 
     #[test]
@@ -228,8 +190,9 @@ mod tests {
             started_at: 1,
             finished_at: None,
             total_at_start: 3,
+            pit: Some("p".into()),
             changed_settings: ChangedSettings::default(),
-            slices: plan(ids(3), 2),
+            slices: plan(2),
         };
         checkpoint.write(&path).unwrap();
         let back = Checkpoint::read(&path).unwrap();

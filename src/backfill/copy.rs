@@ -1,4 +1,4 @@
-//! Copying the slices: read a page in `_id` order, transform it, write it through the bulk sink,
+//! Copying the slices: read a page of the slice, transform it, write it through the bulk sink,
 //! dead-letter what cannot be copied, and move the slice's cursor.
 
 use std::borrow::Cow;
@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::checkpoint::SliceState;
 use super::report::report_progress;
 use super::{lock, BackfillSettings, Copy, VersionStrategy};
 use crate::backoff::{backoff, jitter};
 use crate::dlq::ErrorClass;
-use crate::es::{self, Hit};
+use crate::es::read::{Hit, PageSpec, SliceCursor};
+use crate::es::{self};
 use crate::files::unix_now;
 use crate::sink::{Batch, ItemOutcome, Original, Provenance, Refusal, Tracked};
 use crate::transform::{legacy, Op, Write};
@@ -36,6 +36,8 @@ impl Tracked for InPage {
 /// One page of a slice.
 struct Page {
     hits: Vec<Hit>,
+    /// Where the slice continues after this page (a point in time only).
+    after: Option<Value>,
     /// The slice has nothing after this page.
     last: bool,
 }
@@ -114,70 +116,72 @@ pub(super) async fn copy_all(copy: &Arc<Copy>) -> anyhow::Result<()> {
 
 /// Copies one slice from its cursor to its end, or until told to stop.
 async fn copy_slice(copy: &Copy, slice: usize) -> anyhow::Result<()> {
-    let until = lock(&copy.state).slices[slice].clone();
-    let mut page = read_page(copy, &until, until.after.clone()).await?;
+    let after = lock(&copy.state).slices[slice].after.clone();
+    let spec = PageSpec {
+        size: copy.settings.page_size,
+        version: copy.settings.versions == VersionStrategy::LegacyVersion,
+        source: true,
+    };
+    let mut cursor = copy.snapshot.slice(slice, after, spec);
+    let mut page = read_page(copy, slice, &mut cursor).await?;
     let mut stop = copy.stop.clone();
-    loop {
+    let result = loop {
         tokio::select! {
             () = copy.pacer.admit(page.hits.len()) => {}
-            _ = stop.wait_for(|stop| *stop) => return Ok(()),
+            _ = stop.wait_for(|stop| *stop) => break Ok(()),
         }
-        let next_after = page.hits.last().map(|h| h.id.clone());
         let read_ahead = async {
-            match (&next_after, page.last) {
-                (Some(after), false) => Some(read_page(copy, &until, Some(after.clone())).await),
-                _ => None,
+            if page.last {
+                None
+            } else {
+                Some(read_page(copy, slice, &mut cursor).await)
             }
         };
         let (written, next) = tokio::join!(write_page(copy, slice, &page.hits), read_ahead);
-        let tally = written?;
-        record_page(copy, slice, &page, next_after, tally)?;
-        match next {
-            Some(next) if !*copy.stop.borrow() => page = next?,
-            _ => return Ok(()),
+        let tally = match written {
+            Ok(tally) => tally,
+            Err(e) => break Err(e),
+        };
+        if let Err(e) = record_page(copy, slice, &page, tally) {
+            break Err(e);
         }
-    }
+        match next {
+            Some(next) if !*copy.stop.borrow() => match next {
+                Ok(next) => page = next,
+                Err(e) => break Err(e),
+            },
+            _ => break Ok(()),
+        }
+    };
+    cursor.close().await;
+    result
 }
 
-/// Reads the page of `slice` after `after`, retrying transient failures.
-async fn read_page(copy: &Copy, slice: &SliceState, after: Option<String>) -> anyhow::Result<Page> {
+/// Reads the next page of `slice`, retrying transient failures.
+async fn read_page(copy: &Copy, slice: usize, cursor: &mut SliceCursor) -> anyhow::Result<Page> {
     let settings = &copy.settings;
-    let with_version = settings.versions == VersionStrategy::LegacyVersion;
     let mut attempt = 0;
     loop {
-        let read = es::page_by_id(
-            &copy.legacy,
-            &settings.from_index,
-            after.as_deref(),
-            settings.page_size,
-            with_version,
-        )
-        .await;
-        match read {
-            Ok(mut hits) => {
-                let full = hits.len() == settings.page_size;
-                let past = hits.iter().position(|h| slice.is_past(&h.id));
-                if let Some(end) = past {
-                    hits.truncate(end);
-                }
+        match cursor.next_page().await {
+            Ok(hits) => {
                 return Ok(Page {
+                    last: hits.is_empty() || cursor.finished(),
+                    after: cursor.after().cloned(),
                     hits,
-                    last: past.is_some() || !full,
-                });
+                })
             }
             Err(e) if e.is::<es::Refused>() => {
-                return Err(e.context(format!("slice {}: reading the legacy index", slice.slice)))
+                return Err(e.context(format!("slice {slice}: reading the legacy index")))
             }
             Err(e) if attempt + 1 < settings.retry.max_attempts => {
                 let wait = backoff(attempt, settings.retry.base, settings.retry.max, jitter());
-                tracing::warn!(slice = slice.slice, error = %e, attempt, ?wait, "reading the legacy index failed; retrying");
+                tracing::warn!(slice, error = %e, attempt, ?wait, "reading the legacy index failed; retrying");
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
             Err(e) => {
                 return Err(e.context(format!(
-                    "slice {}: giving up after {} attempts",
-                    slice.slice,
+                    "slice {slice}: giving up after {} attempts",
                     attempt + 1
                 )))
             }
@@ -214,7 +218,7 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
                 let original = serde_json::to_vec(&hit.source)?;
                 let write = Write {
                     id: Cow::Borrowed(&hit.id),
-                    routing: None,
+                    routing: hit.routing.as_deref().map(Cow::Borrowed),
                     version,
                     op: Op::Index(serde_json::to_vec(&document)?),
                 };
@@ -306,21 +310,15 @@ fn dead_letter(
 }
 
 /// Moves the slice's cursor past a written page and persists the checkpoint.
-fn record_page(
-    copy: &Copy,
-    slice: usize,
-    page: &Page,
-    after: Option<String>,
-    tally: Tally,
-) -> anyhow::Result<()> {
+fn record_page(copy: &Copy, slice: usize, page: &Page, tally: Tally) -> anyhow::Result<()> {
     let read = page.hits.len() as u64;
     copy.counters.read.fetch_add(read, Ordering::Relaxed);
     lock(&copy.counters.per_slice)[slice] += read;
     metrics::counter!("backfill.docs.read").increment(read);
     let mut state = lock(&copy.state);
     let s = &mut state.slices[slice];
-    if after.is_some() {
-        s.after = after;
+    if page.after.is_some() {
+        s.after = page.after.clone();
     }
     s.read += read;
     s.written += tally.written;

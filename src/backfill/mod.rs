@@ -1,8 +1,9 @@
 //! `backfill`: copy the history that Kafka no longer holds from the legacy cluster into the new
 //! one, beside the live replay.
 //!
-//! The legacy index is split into `_id` ranges ([`checkpoint::plan`]) and each range is read in
-//! `_id` order with `search_after`, a page at a time, by up to `concurrency` workers. Every page
+//! The legacy index is read in the cluster's own slices, a page at a time, by up to
+//! `concurrency` workers: a point in time with `search_after` on `_shard_doc` where the cluster
+//! has it, sliced `scroll` elsewhere ([`crate::es::read`]); never sorted on `_id`. Every page
 //! goes through the same legacy → new transform as `verify` ([`legacy::to_new`]) and the same
 //! bulk sink as the live replay, with its per-item classification and retries. A document that
 //! cannot be transformed, or that the new mapping refuses, is written to the dead-letter file
@@ -46,13 +47,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use elasticsearch::Elasticsearch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use self::checkpoint::Checkpoint;
 use self::pace::Pacer;
 use crate::cutover::alias;
+use crate::es::cluster::{self, Role};
+use crate::es::read::Snapshot;
 use crate::es::{self};
 use crate::sink::{BulkSink, RetryPolicy};
 
@@ -109,8 +111,10 @@ pub struct BackfillSettings {
     pub to_url: String,
     /// The new index or write alias.
     pub to_index: String,
-    /// Id ranges to split the legacy index into.
+    /// Slices to read the legacy index in.
     pub slices: usize,
+    /// How long the legacy index's point in time outlives the last read.
+    pub keep_alive: String,
     /// Slices copied at the same time.
     pub concurrency: usize,
     /// Documents per page, which is also the bulk size.
@@ -138,7 +142,7 @@ pub struct BackfillSettings {
 }
 
 use copy::{copy_all, InPage};
-use plan::plan;
+use plan::{plan, resume};
 use report::summary;
 use target::{prepare_target, restore_target};
 
@@ -155,7 +159,7 @@ struct RunCounters {
 /// What the workers share.
 struct Copy {
     settings: BackfillSettings,
-    legacy: Elasticsearch,
+    snapshot: Snapshot,
     sink: BulkSink<InPage>,
     state: Mutex<Checkpoint>,
     dead_letters: Mutex<BufWriter<File>>,
@@ -180,7 +184,10 @@ pub async fn run(
         &settings.security.new,
         settings.request_timeout,
     )?;
-    let mut checkpoint = match open_checkpoint(&settings)? {
+    let opened = open_checkpoint(&settings)?;
+    let legacy_cluster = cluster::connect(&legacy, &settings.from_url, Role::Legacy).await?;
+    cluster::connect(&new, &settings.to_url, Role::New).await?;
+    let (mut checkpoint, snapshot) = match opened {
         Some(c) if c.complete() => {
             return Ok(summary(
                 &settings,
@@ -190,11 +197,12 @@ pub async fn run(
                 &[],
             ))
         }
-        Some(c) => {
+        Some(mut c) => {
             tracing::info!(checkpoint = %settings.checkpoint.display(), done = c.slices.iter().filter(|s| s.done).count(), slices = c.slices.len(), "resuming the backfill");
-            c
+            let snapshot = resume(&settings, &legacy, &legacy_cluster, &mut c).await?;
+            (c, snapshot)
         }
-        None => plan(&settings, &legacy).await?,
+        None => plan(&settings, &legacy, &legacy_cluster).await?,
     };
     let target = alias::resolve_index(&new, &settings.to_index)
         .await
@@ -219,7 +227,7 @@ pub async fn run(
             settings.retry.clone(),
             settings.request_timeout,
         ),
-        legacy,
+        snapshot,
         pacer: Pacer::new(settings.max_docs_per_sec),
         counters: RunCounters {
             read: AtomicU64::new(0),
@@ -233,9 +241,11 @@ pub async fn run(
     let copied = copy_all(&copy).await;
     // Settings come back whatever happened: complete, interrupted or failed.
     let restored = restore_target(&copy, &new).await;
+    let closed = close_reading(&copy).await;
     let checkpoint = lock(&copy.state).clone();
     copied?;
     restored?;
+    closed?;
     let ending = if checkpoint.complete() {
         Ending::Complete
     } else {
@@ -253,6 +263,18 @@ pub async fn run(
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Closes the point in time once every slice is done. An interrupted or failed copy keeps it,
+/// so that `--resume` within its keep-alive continues each slice where it stopped.
+async fn close_reading(copy: &Copy) -> anyhow::Result<()> {
+    if !lock(&copy.state).complete() {
+        return Ok(());
+    }
+    copy.snapshot.clone().close().await;
+    let mut state = lock(&copy.state);
+    state.pit = None;
+    state.write(&copy.settings.checkpoint)
 }
 
 /// The checkpoint to continue, if any, after checking it against the settings.

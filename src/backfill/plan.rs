@@ -1,31 +1,30 @@
-//! Planning a new backfill: count the legacy index and split it into id slices.
+//! Planning a new backfill, or picking up the reading of an interrupted one.
 
-use elasticsearch::http::Method;
 use elasticsearch::Elasticsearch;
-use serde_json::json;
 
 use super::checkpoint::{self, ChangedSettings, Checkpoint};
 use super::BackfillSettings;
-use crate::es;
+use crate::es::cluster::{Cluster, Reading};
+use crate::es::read::Snapshot;
+use crate::es::{self};
 use crate::files::unix_now;
 use crate::secrets::redact_url;
 
-/// Counts the legacy index, splits it into slices and writes the first checkpoint.
+/// Counts the legacy index, opens its reading in slices and writes the first checkpoint.
 pub(super) async fn plan(
     settings: &BackfillSettings,
     legacy: &Elasticsearch,
-) -> anyhow::Result<Checkpoint> {
+    cluster: &Cluster,
+) -> anyhow::Result<(Checkpoint, Snapshot)> {
     let total = es::count(legacy, &settings.from_index).await?;
-    let sample = sample_ids(legacy, &settings.from_index, settings.slices).await?;
-    let slices = checkpoint::plan(sample, settings.slices);
-    if slices.len() < settings.slices {
-        tracing::info!(
-            asked = settings.slices,
-            planned = slices.len(),
-            total,
-            "fewer slices than asked: the legacy index has too few distinct ids"
-        );
-    }
+    let snapshot = Snapshot::open(
+        legacy,
+        cluster,
+        &settings.from_index,
+        settings.slices,
+        &settings.keep_alive,
+    )
+    .await?;
     let checkpoint = Checkpoint {
         format: checkpoint::FORMAT,
         from_url: redact_url(&settings.from_url),
@@ -36,37 +35,62 @@ pub(super) async fn plan(
         started_at: unix_now(),
         finished_at: None,
         total_at_start: total,
+        pit: snapshot.pit().map(str::to_owned),
         changed_settings: ChangedSettings::default(),
-        slices,
+        slices: checkpoint::plan(settings.slices),
     };
     checkpoint.write(&settings.checkpoint)?;
-    tracing::info!(total, slices = checkpoint.slices.len(), checkpoint = %settings.checkpoint.display(), "backfill planned");
-    Ok(checkpoint)
+    tracing::info!(total, slices = checkpoint.slices.len(), reading = %snapshot.reading(), checkpoint = %settings.checkpoint.display(), "backfill planned");
+    Ok((checkpoint, snapshot))
 }
 
-/// A random sample of ids, large enough to split the index into `slices` even parts.
-async fn sample_ids(
-    client: &Elasticsearch,
-    index: &str,
-    slices: usize,
-) -> anyhow::Result<Vec<String>> {
-    let body = json!({
-        "size": (slices * 200).min(10_000),
-        "_source": false,
-        "query": {"function_score": {"query": {"match_all": {}}, "random_score": {"seed": 7, "field": "_seq_no"}}}
-    });
-    let reply = es::request_ok(
-        client,
-        Method::Post,
-        &format!("/{index}/_search"),
-        Some(&body),
-        &format!("sampling the ids of `{index}`"),
+/// The reading an interrupted backfill continues. Finished slices stay finished while the
+/// slicing is the same; otherwise every slice starts over:
+/// - a point in time that still lives: each unfinished slice continues after its last page;
+/// - a scroll: each unfinished slice starts over (its documents are the same: a scroll slice
+///   is a hash of `_id`);
+/// - a point in time that is gone, or a reading of another kind than recorded (the cluster was
+///   upgraded): a new point in time slices the documents differently, so every slice, finished
+///   or not, starts over.
+pub(super) async fn resume(
+    settings: &BackfillSettings,
+    legacy: &Elasticsearch,
+    cluster: &Cluster,
+    checkpoint: &mut Checkpoint,
+) -> anyhow::Result<Snapshot> {
+    let slices = checkpoint.slices.len();
+    let recorded = Snapshot::resume(
+        legacy,
+        cluster,
+        &settings.from_index,
+        slices,
+        checkpoint.pit.clone(),
+        &settings.keep_alive,
+    );
+    let same_kind = checkpoint.pit.is_some() == matches!(cluster.reading(), Reading::Pit(_));
+    if same_kind && recorded.alive().await? {
+        for slice in checkpoint.slices.iter_mut().filter(|s| !s.done) {
+            if checkpoint.pit.is_none() {
+                slice.restart();
+            }
+        }
+        checkpoint.write(&settings.checkpoint)?;
+        return Ok(recorded);
+    }
+    tracing::warn!(
+        slices,
+        "the point in time of the interrupted backfill is gone (or the cluster now reads otherwise): a new reading slices the documents differently, so every slice is read again"
+    );
+    let snapshot = Snapshot::open(
+        legacy,
+        cluster,
+        &settings.from_index,
+        slices,
+        &settings.keep_alive,
     )
     .await?;
-    Ok(reply["hits"]["hits"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|h| h["_id"].as_str().map(str::to_owned))
-        .collect())
+    checkpoint.pit = snapshot.pit().map(str::to_owned);
+    checkpoint.slices.iter_mut().for_each(|s| s.restart());
+    checkpoint.write(&settings.checkpoint)?;
+    Ok(snapshot)
 }

@@ -166,26 +166,21 @@ pub fn describe(summary: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5}  {:<40}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  status",
-        "slice", "ids", "read (run)", "read", "written", "kept newer", "dead"
+        "{:>5}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  status",
+        "slice", "read (run)", "read", "written", "kept newer", "dead", "restarts"
     );
     for s in &summary.slices {
         let st = &s.state;
-        let range = format!(
-            "({}, {}]",
-            st.start_after.as_deref().unwrap_or("start"),
-            st.until.as_deref().unwrap_or("end")
-        );
         let _ = writeln!(
             out,
-            "{:>5}  {:<40}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {}",
+            "{:>5}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}  {:>8}  {}",
             st.slice,
-            range,
             s.read_this_run,
             st.read,
             st.written,
             st.kept_newer,
             st.dead_lettered,
+            st.restarts,
             if st.done { "done" } else { "unfinished" }
         );
     }

@@ -53,7 +53,7 @@ pub struct AliasShowArgs {
 pub async fn run(command: AliasCommand, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
     match command {
         AliasCommand::Swap(args) => {
-            let client = args.es.client(security)?;
+            let client = args.es.client(security).await?;
             let to = cutover::alias::resolve_index(&client, &args.to).await?;
             let record = cutover::swap(&client, &args.es.es_url, &args.alias, &to).await?;
             if record.actions.is_empty() {
@@ -70,7 +70,7 @@ pub async fn run(command: AliasCommand, security: &ClusterSecurity) -> anyhow::R
             }
         }
         AliasCommand::Show(args) => {
-            let state = cutover::alias::read(&args.es.client(security)?, &args.alias).await?;
+            let state = cutover::alias::read(&args.es.client(security).await?, &args.alias).await?;
             println!("alias {}: {}", state.alias, state.describe());
         }
     }

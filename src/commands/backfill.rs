@@ -1,5 +1,5 @@
 //! `dual-indexer backfill`: copy the history Kafka no longer holds from the legacy index into the
-//! new one, in parallel id slices beside the live replay; resumable after a crash or a signal.
+//! new one, in parallel slices beside the live replay; resumable after a crash or a signal.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,9 +35,12 @@ pub struct BackfillArgs {
     /// The new index or write alias to copy into (it must exist).
     #[arg(long, env = "DUAL_INDEXER_INDEX", default_value = "tags-v2", help_heading = heading::ES)]
     pub to_index: String,
-    /// Id ranges to split the legacy index into.
+    /// Slices to read the legacy index in (the cluster's own `slice`, not ranges of ids).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256), help_heading = heading::SLICES)]
     pub slices: u64,
+    /// How long the legacy index's point in time outlives the last read, where the cluster reads by one: a --resume within it continues each unfinished slice after its last page; after it, every slice is read again.
+    #[arg(long, default_value = "1h", help_heading = heading::SLICES)]
+    pub keep_alive: String,
     /// Slices copied at the same time (default: all of them).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64), help_heading = heading::SLICES)]
     pub concurrency: Option<u64>,
@@ -89,6 +92,7 @@ impl BackfillArgs {
             to_url: self.to_url.clone(),
             to_index: self.to_index.clone(),
             slices: self.slices as usize,
+            keep_alive: self.keep_alive.clone(),
             concurrency: self.concurrency.unwrap_or(self.slices).min(64) as usize,
             page_size: self.batch_size as usize,
             max_docs_per_sec: Some(self.max_docs_per_sec).filter(|r| *r > 0),

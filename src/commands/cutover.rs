@@ -51,7 +51,7 @@ pub struct CutoverArgs {
 
 /// Judges the gate, restores bulk-load settings, swaps the alias and writes the record.
 pub async fn run(args: CutoverArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
-    let client = args.es.client(security)?;
+    let client = args.es.client(security).await?;
     let target = cutover::alias::resolve_index(&client, &args.to).await?;
     let monitor = LagMonitor::new(
         &args.kafka.client_config()?,

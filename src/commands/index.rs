@@ -74,7 +74,7 @@ pub struct IndexTargetArgs {
 pub async fn run(command: IndexCommand, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
     match command {
         IndexCommand::Create(args) => {
-            let client = args.es.client(security)?;
+            let client = args.es.client(security).await?;
             let write_alias = args
                 .write_alias
                 .clone()
@@ -104,12 +104,12 @@ pub async fn run(command: IndexCommand, security: &ClusterSecurity) -> anyhow::R
             }
         }
         IndexCommand::Show(args) => {
-            for s in index::load_settings(&args.es.client(security)?, &args.index).await? {
+            for s in index::load_settings(&args.es.client(security).await?, &args.index).await? {
                 println!("{}", s.describe());
             }
         }
         IndexCommand::BulkLoad(args) => {
-            let client = args.es.client(security)?;
+            let client = args.es.client(security).await?;
             for s in index::load_settings(&client, &args.index).await? {
                 index::enter_bulk_load(&client, &s.index, args.replicas).await?;
                 println!(
@@ -119,7 +119,7 @@ pub async fn run(command: IndexCommand, security: &ClusterSecurity) -> anyhow::R
             }
         }
         IndexCommand::Restore(args) => {
-            let client = args.es.client(security)?;
+            let client = args.es.client(security).await?;
             for s in index::load_settings(&client, &args.index).await? {
                 match index::restore(&client, &s, args.replicas).await? {
                     Some(values) => println!("index {}: restored {values}", s.index),

@@ -62,10 +62,11 @@ pub async fn run(args: LagArgs, security: &ClusterSecurity) -> anyhow::Result<Ex
         rule,
     )?;
     let es = match (&args.es_url, &args.index) {
-        (Some(url), Some(index)) => Some((
-            es::secure_client(url, security, Duration::from_secs(30))?,
-            index,
-        )),
+        (Some(url), Some(index)) => {
+            let client = es::secure_client(url, security, Duration::from_secs(30))?;
+            es::cluster::connect(&client, url, es::cluster::Role::New).await?;
+            Some((client, index))
+        }
         _ => None,
     };
     let settings = || async {

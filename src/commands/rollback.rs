@@ -24,7 +24,7 @@ pub struct RollbackArgs {
 
 /// Restores the alias recorded in `--record`.
 pub async fn run(args: RollbackArgs, security: &ClusterSecurity) -> anyhow::Result<ExitCode> {
-    let client = args.es.client(security)?;
+    let client = args.es.client(security).await?;
     let record = SwapRecord::read(&args.record)?;
     let (was, actions) = cutover::rollback(&client, &record, args.force).await?;
     if actions.is_empty() {

@@ -11,6 +11,7 @@ use super::{shutdown_signal, LOG_TARGET};
 use crate::cli::{heading, parse_key_value, EnvelopeArgs, KafkaArgs, LagRuleArgs};
 use crate::cutover::index;
 use crate::dlq::DeadLetterQueue;
+use crate::es::cluster::Role;
 use crate::es::{self, ClusterSecurity};
 use crate::lag;
 use crate::pipeline::{Ending, Pipeline, RunSettings};
@@ -290,7 +291,8 @@ async fn start_replay(
         security,
         Duration::from_secs(args.request_timeout_secs),
     )?;
-    startup::wait_for_cluster(&client, &redact_url(&args.es_url), &board).await?;
+    // The cluster `run` writes, whichever schema: it must take the new cluster's writes.
+    startup::wait_for_cluster(&client, &redact_url(&args.es_url), Role::New, &board).await?;
     if args.create_index && es::ensure_index(&client, &args.index, args.schema.template()).await? {
         tracing::info!(target: LOG_TARGET, index = %args.index, schema = %args.schema, "created the index from its template in schemas/");
     }

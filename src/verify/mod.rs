@@ -1,11 +1,15 @@
 //! `dual-indexer verify`: prove the new cluster equals the legacy one, document by document and
 //! query by query.
 //!
-//! - Documents: both indices are streamed in `_id` order with `search_after`, one page ahead on
-//!   each side in its own task, and merge-joined. Each legacy document goes through the same
-//!   legacy → new transform as `backfill` ([`crate::transform::legacy::to_new`]) and is compared
-//!   field by field ([`diff`]). Memory holds two pages and the capped examples, whatever the
-//!   index size. `--sample N` checks N random legacy documents instead.
+//! - Documents: the legacy index is read whole (a point in time or a scroll, never an `_id`
+//!   sort: [`crate::es::read`]), one page ahead in its own task, and each page is looked up in
+//!   the new index with `_mget` (with each document's routing). Each legacy document goes
+//!   through the same legacy → new transform as `backfill`
+//!   ([`crate::transform::legacy::to_new`]) and is compared field by field ([`diff`]). Then the
+//!   new index is read the same way, without sources, and each page is looked up in the legacy
+//!   index: what is not there is only in the new one. Memory holds two pages and the capped
+//!   examples (the smallest ids of each kind), whatever the index size; the counts are exact.
+//!   `--sample N` checks N random legacy documents instead.
 //! - Queries: [`queries`].
 //!
 //! The report ([`Report`], schema `schemas/verify-report.schema.json`) is what `cutover` reads.
@@ -18,7 +22,7 @@ pub use report::{
     summary, DocumentDiff, DocumentReport, IdList, QueryReport, Report, SideReport, Untransformable,
 };
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use elasticsearch::http::Method;
@@ -26,7 +30,9 @@ use elasticsearch::Elasticsearch;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::es;
+use crate::es::cluster::{self, Cluster, Role};
+use crate::es::read::{mget, Hit, PageSpec, Snapshot};
+use crate::es::{self};
 use crate::transform::legacy;
 use diff::Ignore;
 
@@ -63,106 +69,102 @@ pub struct VerifySettings {
     pub strict_queries: bool,
 }
 
-/// A page of `(id, _source)` in `_id` order.
-type Page = Vec<(String, Value)>;
+/// How long a verify's point in time outlives its last read.
+const KEEP_ALIVE: &str = "10m";
 
-/// Streams an index in `_id` order, one page ahead, from its own task.
-fn stream_by_id(
-    client: Elasticsearch,
-    index: String,
-    page_size: usize,
-) -> mpsc::Receiver<anyhow::Result<Page>> {
+/// One cluster to compare: its client, what answered, its index.
+struct Side<'a> {
+    client: &'a Elasticsearch,
+    cluster: &'a Cluster,
+    index: &'a str,
+}
+
+/// Reads `side`'s index whole, one page ahead, from its own task.
+async fn stream(
+    side: &Side<'_>,
+    spec: PageSpec,
+) -> anyhow::Result<mpsc::Receiver<anyhow::Result<Vec<Hit>>>> {
+    let snapshot = Snapshot::open(side.client, side.cluster, side.index, 1, KEEP_ALIVE).await?;
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let mut after: Option<String> = None;
+        let mut cursor = snapshot.slice(0, None, spec);
         loop {
-            let page = es::page_by_id(&client, &index, after.as_deref(), page_size, false)
-                .await
-                .map(|hits| hits.into_iter().map(|h| (h.id, h.source)).collect::<Page>());
-            let last_page = page.as_ref().map_or(true, |p| p.len() < page_size);
-            after = page
-                .as_ref()
-                .ok()
-                .and_then(|p| p.last())
-                .map(|(id, _)| id.clone());
-            if tx.send(page).await.is_err() || last_page {
-                return;
+            let page = cursor.next_page().await;
+            let end = page.as_ref().map_or(true, |p| p.is_empty()) || cursor.finished();
+            if tx.send(page).await.is_err() || end {
+                break;
             }
         }
+        cursor.close().await;
+        snapshot.close().await;
     });
-    rx
+    Ok(rx)
 }
 
-fn hits(reply: &Value) -> Page {
-    reply["hits"]["hits"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|h| Some((h["_id"].as_str()?.to_owned(), h["_source"].clone())))
-        .collect()
+/// The `max` smallest ids of one kind of difference, with what is known of each: the report's
+/// examples come out in `_id` order whatever order the documents were read in.
+struct Smallest<T> {
+    max: usize,
+    items: BTreeMap<String, T>,
 }
 
-/// One side of the merge join.
-struct Cursor {
-    pages: mpsc::Receiver<anyhow::Result<Page>>,
-    buffer: VecDeque<(String, Value)>,
-}
-
-impl Cursor {
-    async fn peek(&mut self) -> anyhow::Result<Option<&(String, Value)>> {
-        while self.buffer.is_empty() {
-            match self.pages.recv().await {
-                Some(page) => self.buffer.extend(page?),
-                None => return Ok(None),
-            }
+impl<T> Smallest<T> {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            items: BTreeMap::new(),
         }
-        Ok(self.buffer.front())
     }
 
-    fn advance(&mut self) -> Option<(String, Value)> {
-        self.buffer.pop_front()
-    }
-}
-
-/// Records one difference in a report, counting all and keeping the first examples.
-fn keep<T>(list: &mut Vec<T>, count: &mut u64, max: usize, item: T) {
-    *count += 1;
-    if list.len() < max {
-        list.push(item);
+    fn add(&mut self, id: String, item: T) {
+        if self.max == 0 {
+            return;
+        }
+        self.items.insert(id, item);
+        if self.items.len() > self.max {
+            self.items.pop_last();
+        }
     }
 }
 
 struct Checker {
     ignore: Ignore,
-    max: usize,
     report: DocumentReport,
+    missing: Smallest<()>,
+    only_new: Smallest<()>,
+    differing: Smallest<Vec<diff::FieldDiff>>,
+    untransformable: Smallest<String>,
 }
 
 impl Checker {
+    fn new(ignore: Vec<String>, max: usize) -> Self {
+        Self {
+            ignore: Ignore::new(ignore.clone()),
+            report: DocumentReport {
+                ignored_fields: ignore,
+                ..DocumentReport::default()
+            },
+            missing: Smallest::new(max),
+            only_new: Smallest::new(max),
+            differing: Smallest::new(max),
+            untransformable: Smallest::new(max),
+        }
+    }
+
     fn compare(&mut self, id: String, legacy_source: &Value, new_source: &Value) {
         self.report.checked += 1;
         match legacy::to_new(legacy_source) {
             Err(reason) => {
-                let r = &mut self.report;
-                keep(
-                    &mut r.untransformable,
-                    &mut r.untransformable_count,
-                    self.max,
-                    Untransformable { id, reason },
-                );
+                self.report.untransformable_count += 1;
+                self.untransformable.add(id, reason);
             }
             Ok(expected) => {
                 let fields = diff::diff(&expected, new_source, &self.ignore);
                 if fields.is_empty() {
                     self.report.matching += 1;
                 } else {
-                    let r = &mut self.report;
-                    keep(
-                        &mut r.differing,
-                        &mut r.differing_count,
-                        self.max,
-                        DocumentDiff { id, fields },
-                    );
+                    self.report.differing_count += 1;
+                    self.differing.add(id, fields);
                 }
             }
         }
@@ -170,60 +172,67 @@ impl Checker {
 
     fn missing(&mut self, id: String) {
         self.report.checked += 1;
-        let list = &mut self.report.missing_in_new;
-        keep(&mut list.ids, &mut list.count, self.max, id);
+        self.report.missing_in_new.count += 1;
+        self.missing.add(id, ());
     }
 
     fn only_new(&mut self, id: String) {
-        let list = &mut self.report.only_in_new;
-        keep(&mut list.ids, &mut list.count, self.max, id);
+        self.report.only_in_new.count += 1;
+        self.only_new.add(id, ());
+    }
+
+    /// The report, with the examples in `_id` order.
+    fn finish(self) -> DocumentReport {
+        let mut report = self.report;
+        report.missing_in_new.ids = self.missing.items.into_keys().collect();
+        report.only_in_new.ids = self.only_new.items.into_keys().collect();
+        report.differing = self
+            .differing
+            .items
+            .into_iter()
+            .map(|(id, fields)| DocumentDiff { id, fields })
+            .collect();
+        report.untransformable = self
+            .untransformable
+            .items
+            .into_iter()
+            .map(|(id, reason)| Untransformable { id, reason })
+            .collect();
+        report
     }
 }
 
+/// The ids of a page with their routings, as `_mget` takes them.
+fn keys(page: &[Hit]) -> Vec<(&str, Option<&str>)> {
+    page.iter()
+        .map(|h| (h.id.as_str(), h.routing.as_deref()))
+        .collect()
+}
+
 async fn check_all(
-    legacy: &Elasticsearch,
-    new: &Elasticsearch,
+    legacy: &Side<'_>,
+    new: &Side<'_>,
     settings: &VerifySettings,
     checker: &mut Checker,
     total: u64,
 ) -> anyhow::Result<()> {
-    let mut l = Cursor {
-        pages: stream_by_id(
-            legacy.clone(),
-            settings.legacy_index.clone(),
-            settings.page_size,
-        ),
-        buffer: VecDeque::new(),
-    };
-    let mut n = Cursor {
-        pages: stream_by_id(new.clone(), settings.new_index.clone(), settings.page_size),
-        buffer: VecDeque::new(),
-    };
     let bar = crate::telemetry::progress_bar(total, "verify", "documents");
     let mut last_log = Instant::now();
-    loop {
-        let order = match (l.peek().await?, n.peek().await?) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((a, _)), Some((b, _))) => a.as_str().cmp(b.as_str()),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let (id, _) = l.advance().unwrap_or_default();
-                checker.missing(id);
-                bar.inc(1);
+    let spec = PageSpec {
+        size: settings.page_size,
+        version: false,
+        source: true,
+    };
+    let mut pages = stream(legacy, spec).await?;
+    while let Some(page) = pages.recv().await {
+        let page = page?;
+        let found = mget(new.client, new.cluster, new.index, &keys(&page), true).await?;
+        for (hit, new_source) in page.into_iter().zip(found) {
+            match new_source {
+                Some(new_source) => checker.compare(hit.id, &hit.source, &new_source),
+                None => checker.missing(hit.id),
             }
-            std::cmp::Ordering::Greater => {
-                let (id, _) = n.advance().unwrap_or_default();
-                checker.only_new(id);
-            }
-            std::cmp::Ordering::Equal => {
-                let (id, legacy_source) = l.advance().unwrap_or_default();
-                let (_, new_source) = n.advance().unwrap_or_default();
-                checker.compare(id, &legacy_source, &new_source);
-                bar.inc(1);
-            }
+            bar.inc(1);
         }
         if last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
@@ -236,6 +245,27 @@ async fn check_all(
         }
     }
     bar.finish_and_clear();
+    let ids_only = PageSpec {
+        source: false,
+        ..spec
+    };
+    let mut pages = stream(new, ids_only).await?;
+    while let Some(page) = pages.recv().await {
+        let page = page?;
+        let found = mget(
+            legacy.client,
+            legacy.cluster,
+            legacy.index,
+            &keys(&page),
+            false,
+        )
+        .await?;
+        for (hit, legacy_doc) in page.into_iter().zip(found) {
+            if legacy_doc.is_none() {
+                checker.only_new(hit.id);
+            }
+        }
+    }
     Ok(())
 }
 
@@ -245,12 +275,12 @@ async fn sample_docs(
     index: &str,
     size: usize,
     seed: u64,
-) -> anyhow::Result<Page> {
+) -> anyhow::Result<Vec<Hit>> {
     let body = json!({
         "size": size,
         "query": {"function_score": {"query": {"match_all": {}}, "random_score": {"seed": seed, "field": "_seq_no"}}}
     });
-    let reply = es::request_ok(
+    let mut reply = es::request_ok(
         client,
         Method::Post,
         &format!("/{index}/_search"),
@@ -258,39 +288,26 @@ async fn sample_docs(
         &format!("sampling `{index}`"),
     )
     .await?;
-    Ok(hits(&reply))
+    let Value::Array(hits) = reply["hits"]["hits"].take() else {
+        anyhow::bail!("sampling `{index}` answered without hits: {reply}");
+    };
+    Ok(hits.into_iter().filter_map(Hit::from_json).collect())
 }
 
 async fn check_sample(
-    legacy: &Elasticsearch,
-    new: &Elasticsearch,
+    legacy: &Side<'_>,
+    new: &Side<'_>,
     settings: &VerifySettings,
     checker: &mut Checker,
     size: usize,
 ) -> anyhow::Result<()> {
-    let mut sample = sample_docs(legacy, &settings.legacy_index, size, settings.seed).await?;
-    sample.sort_by(|a, b| a.0.cmp(&b.0));
+    let sample = sample_docs(legacy.client, legacy.index, size, settings.seed).await?;
     for chunk in sample.chunks(settings.page_size.max(1)) {
-        let ids: Vec<&str> = chunk.iter().map(|(id, _)| id.as_str()).collect();
-        let body = json!({ "ids": ids });
-        let (status, reply) = es::request(
-            new,
-            Method::Post,
-            &format!("/{}/_mget", settings.new_index),
-            Some(&body),
-        )
-        .await?;
-        anyhow::ensure!(
-            (200..300).contains(&status),
-            "_mget on `{}` failed with HTTP {status}: {reply}",
-            settings.new_index
-        );
-        let docs = reply["docs"].as_array().cloned().unwrap_or_default();
-        for ((id, legacy_source), doc) in chunk.iter().zip(docs) {
-            if doc["found"] == json!(true) {
-                checker.compare(id.clone(), legacy_source, &doc["_source"]);
-            } else {
-                checker.missing(id.clone());
+        let found = mget(new.client, new.cluster, new.index, &keys(chunk), true).await?;
+        for (hit, new_source) in chunk.iter().zip(found) {
+            match new_source {
+                Some(new_source) => checker.compare(hit.id.clone(), &hit.source, &new_source),
+                None => checker.missing(hit.id.clone()),
             }
         }
     }
@@ -314,8 +331,8 @@ async fn check_queries(
             )
             .await?;
             let mut tags = Vec::new();
-            for (i, (_, source)) in docs.iter().enumerate() {
-                if let Ok(t) = legacy::legacy_tags(source) {
+            for (i, hit) in docs.iter().enumerate() {
+                if let Ok(t) = legacy::legacy_tags(&hit.source) {
                     // One tag per document, chosen by the seed, so the corpus spreads over keys.
                     if let Some(pick) = t.into_iter().nth((settings.seed as usize + i) % 7) {
                         tags.push(pick);
@@ -393,28 +410,35 @@ pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
     let timeout = Duration::from_secs(120);
     let legacy = es::secure_client(&settings.legacy_url, &settings.security.legacy, timeout)?;
     let new = es::secure_client(&settings.new_url, &settings.security.new, timeout)?;
+    let legacy_cluster = cluster::connect(&legacy, &settings.legacy_url, Role::Legacy).await?;
+    let new_cluster = cluster::connect(&new, &settings.new_url, Role::New).await?;
     let legacy_side = side(&legacy, &settings.legacy_url, &settings.legacy_index).await?;
     let new_side = side(&new, &settings.new_url, &settings.new_index).await?;
-    let mut checker = Checker {
-        ignore: Ignore::new(settings.ignore.clone()),
-        max: settings.max_examples,
-        report: DocumentReport {
-            ignored_fields: settings.ignore.clone(),
-            ..DocumentReport::default()
+    let (l, n) = (
+        Side {
+            client: &legacy,
+            cluster: &legacy_cluster,
+            index: &settings.legacy_index,
         },
-    };
+        Side {
+            client: &new,
+            cluster: &new_cluster,
+            index: &settings.new_index,
+        },
+    );
+    let mut checker = Checker::new(settings.ignore.clone(), settings.max_examples);
     match settings.sample {
         None => {
             checker.report.mode = "full";
-            check_all(&legacy, &new, settings, &mut checker, legacy_side.count).await?;
+            check_all(&l, &n, settings, &mut checker, legacy_side.count).await?;
         }
-        Some(n) => {
+        Some(size) => {
             checker.report.mode = "sample";
-            check_sample(&legacy, &new, settings, &mut checker, n).await?;
+            check_sample(&l, &n, settings, &mut checker, size).await?;
         }
     }
     let queries = check_queries(&legacy, &new, settings).await?;
-    let documents = checker.report;
+    let documents = checker.finish();
     let clean = documents.clean() && queries.as_ref().is_none_or(QueryReport::clean);
     Ok(Report {
         tool: "dual-indexer verify",

@@ -92,7 +92,8 @@ pub async fn hit_ids(
     query: &Value,
     max: usize,
 ) -> anyhow::Result<(BTreeSet<String>, bool)> {
-    let body = json!({"query": query, "size": max, "_source": false, "track_total_hits": true, "sort": [{"_id": "asc"}]});
+    // Sorted by index order, not `_id`: Elasticsearch 8 refuses an `_id` sort.
+    let body = json!({"query": query, "size": max, "_source": false, "track_total_hits": true, "sort": ["_doc"]});
     let reply = es::request_ok(
         client,
         Method::Post,
@@ -107,9 +108,7 @@ pub async fn hit_ids(
         .flatten()
         .filter_map(|h| h["_id"].as_str().map(str::to_owned))
         .collect();
-    let total = reply["hits"]["total"]["value"]
-        .as_u64()
-        .unwrap_or(ids.len() as u64);
+    let total = es::cluster::total_hits(&reply).unwrap_or(ids.len() as u64);
     Ok((ids, total > max as u64))
 }
 

@@ -23,7 +23,7 @@ pub struct SideReport {
 pub struct IdList {
     /// How many.
     pub count: u64,
-    /// The first ones, in `_id` order.
+    /// The smallest ids of that kind (at most `--max-examples`), in `_id` order.
     pub ids: Vec<String>,
 }
 

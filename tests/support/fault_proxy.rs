@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub use super::dialect::Dialect;
+use super::dialect::{self, Step};
+
 /// What to inject, per request or per item, as probabilities in `[0, 1]`.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -57,11 +60,12 @@ pub struct Plan {
     /// Every `_bulk` request is held unanswered until then, and its connection dropped: a
     /// blackhole for writes only, so the indexer's start-up requests still pass.
     pub hold_bulk_until: Option<Instant>,
-    /// Answers a `_search` that sorts on `_id` as Elasticsearch 8 does without the cluster
-    /// setting `indices.id_field_data.enabled` (false by default since 8.0: Elasticsearch 8.0
-    /// migration guide, "Breaking changes"; the setting came with elastic/elasticsearch#49166):
-    /// 400 `illegal_argument_exception`, "Fielddata access on the _id field is disallowed".
-    pub refuse_id_sort: bool,
+    /// Every search (a first page, a scroll page, a point-in-time page) is answered 400
+    /// `search_phase_execution_exception`, as a cluster refuses a search it cannot run: an
+    /// answer that asking again will not change.
+    pub refuse_reads: bool,
+    /// Speak as another version ([`Dialect`]): its `GET /`, its APIs and its refusals.
+    pub dialect: Option<Dialect>,
 }
 
 /// A cluster condition answered to every `_bulk` item (not forwarded) while it lasts, as
@@ -110,7 +114,7 @@ pub struct Counts {
     pub requests_refused: AtomicU64,
     /// `_bulk` requests answered `{}`.
     pub answered_without_items: AtomicU64,
-    /// `_search` requests refused for sorting on `_id`.
+    /// Searches refused by `refuse_reads`.
     pub searches_refused: AtomicU64,
     /// `_bulk` requests held for being large.
     pub slowed: AtomicU64,
@@ -129,6 +133,8 @@ struct State {
     client: reqwest::Client,
     /// (`_id`, external version) of every bulk write answered as applied to the indexer.
     acknowledged: Mutex<HashSet<(String, u64)>>,
+    /// Every request the dialect layer refused: method, path and the answer.
+    refusals: Mutex<Vec<String>>,
 }
 
 /// A running proxy; it stops with the test's runtime.
@@ -154,6 +160,7 @@ impl FaultProxy {
             requests: AtomicU64::new(0),
             client: reqwest::Client::new(),
             acknowledged: Mutex::new(HashSet::new()),
+            refusals: Mutex::new(Vec::new()),
         });
         let accepting = Arc::clone(&state);
         tokio::spawn(async move {
@@ -182,6 +189,11 @@ impl FaultProxy {
     /// What was injected so far.
     pub fn counts(&self) -> &Counts {
         &self.state.counts
+    }
+
+    /// Every request the dialect layer refused so far, as "METHOD path: answer".
+    pub fn refusals(&self) -> Vec<String> {
+        self.state.refusals.lock().unwrap().clone()
     }
 
     /// The versions of `id` acknowledged so far, and how many writes were acknowledged in all.
@@ -352,6 +364,47 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
         if !plan.latency.is_zero() {
             tokio::time::sleep(plan.latency).await;
         }
+        if let Some(dialect) = plan.dialect {
+            let step = dialect.route(&dialect::Request {
+                method: &request.method,
+                path: &request.path,
+                body: &request.body,
+            });
+            let answer = match step {
+                Step::Pass => None,
+                Step::Answer(status, body) => {
+                    if status >= 400 {
+                        state.refusals.lock().unwrap().push(format!(
+                            "{} {}: {status} {body}",
+                            request.method, request.path
+                        ));
+                    }
+                    Some((status, body.to_string().into_bytes()))
+                }
+                Step::Forward {
+                    method,
+                    path,
+                    body,
+                    then,
+                } => {
+                    let (status, reply) = send(
+                        &state,
+                        &method,
+                        &path,
+                        request.content_type.as_deref(),
+                        &body,
+                    )
+                    .await;
+                    Some(dialect::finish(then, status, reply))
+                }
+            };
+            if let Some((status, body)) = answer {
+                if respond(&mut socket, status, &body).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
         let is_bulk = request.method == "POST"
             && request
                 .path
@@ -373,12 +426,12 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
             .reject_marked
             .clone()
             .filter(|_| plan.reject_marked_until.is_some_and(|u| u > Instant::now()));
-        let (status, body) = if plan.refuse_id_sort && sorts_on_id(&request) {
+        let (status, body) = if plan.refuse_reads && is_search(&request) {
             state
                 .counts
                 .searches_refused
                 .fetch_add(1, Ordering::Relaxed);
-            (400, id_sort_refusal().to_string().into_bytes())
+            (400, search_refusal().to_string().into_bytes())
         } else if !is_bulk {
             forward(&state, &request, &request.body).await
         } else if let Some((condition, _)) = condition {
@@ -433,13 +486,31 @@ async fn serve(mut socket: TcpStream, state: Arc<State>) {
 }
 
 async fn forward(state: &State, request: &Request, body: &[u8]) -> (u16, Vec<u8>) {
+    send(
+        state,
+        &request.method,
+        &request.path,
+        request.content_type.as_deref(),
+        body,
+    )
+    .await
+}
+
+/// Sends one request upstream and returns its status and body.
+async fn send(
+    state: &State,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     state.counts.forwarded.fetch_add(1, Ordering::Relaxed);
-    let method = reqwest::Method::from_bytes(request.method.as_bytes()).unwrap();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut outgoing = state
         .client
-        .request(method, format!("{}{}", state.upstream, request.path))
+        .request(method, format!("{}{}", state.upstream, path))
         .body(body.to_vec());
-    if let Some(content_type) = &request.content_type {
+    if let Some(content_type) = content_type {
         outgoing = outgoing.header("content-type", content_type);
     }
     match outgoing.send().await {
@@ -640,25 +711,16 @@ async fn merge_rejections(
     (200, reply.to_string().into_bytes())
 }
 
-/// Whether `request` is a `_search` whose body sorts on `_id`.
-fn sorts_on_id(request: &Request) -> bool {
+/// Whether `request` reads documents: a `_search`, or a scroll page.
+fn is_search(request: &Request) -> bool {
     let path = request.path.split('?').next().unwrap_or_default();
-    if !path.ends_with("/_search") {
-        return false;
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
-        return false;
-    };
-    let on_id = |s: &Value| s == "_id" || s.get("_id").is_some();
-    match &body["sort"] {
-        Value::Array(sorts) => sorts.iter().any(on_id),
-        other => on_id(other),
-    }
+    path.ends_with("/_search") || path.ends_with("/_search/scroll")
 }
 
-/// Elasticsearch 8's answer to a sort on `_id`: the shard failure's cause, wrapped in a
+/// A search refused for good: the shard failure's cause, wrapped in a
 /// `search_phase_execution_exception`, with status 400.
-fn id_sort_refusal() -> Value {
-    let cause = json!({"type": "illegal_argument_exception", "reason": "Fielddata access on the _id field is disallowed, you can re-enable it by updating the dynamic cluster setting: indices.id_field_data.enabled"});
+fn search_refusal() -> Value {
+    let cause =
+        json!({"type": "illegal_argument_exception", "reason": "refused by the test proxy"});
     json!({"error": {"root_cause": [cause], "type": "search_phase_execution_exception", "reason": "all shards failed", "phase": "query", "grouped": true, "caused_by": cause}, "status": 400})
 }

@@ -5,6 +5,7 @@
 //! `serde_json::Value` and builds the expected documents with its own `key:value` escaping.
 #![allow(dead_code)]
 
+pub mod dialect;
 pub mod fault_proxy;
 pub mod kafka_proxy;
 
@@ -294,6 +295,105 @@ pub async fn assert_index_equals(es_url: &str, index: &str, expected: &BTreeMap<
         &extra[..extra.len().min(5)],
         differing.first()
     );
+}
+
+/// `n` upsert commands for the ids `doc-000000`…, with the generator's tags and fields.
+pub fn corpus(n: usize, seed: u64) -> Vec<Value> {
+    let spec = dual_indexer::generate::GeneratorSpec {
+        count: n * 2,
+        ids: n,
+        tags: 8,
+        seed,
+        poison_every: 0,
+    };
+    let upserts: Vec<Value> = dual_indexer::generate::messages(&spec)
+        .into_iter()
+        .filter_map(|m| serde_json::from_slice::<Value>(&m.payload).ok())
+        .filter(|c| c["type"] == "upsert")
+        .take(n)
+        .enumerate()
+        .map(|(i, mut c)| {
+            c["id"] = json!(dual_indexer::generate::doc_id(i));
+            c
+        })
+        .collect();
+    assert_eq!(upserts.len(), n, "the generator gave too few upserts");
+    upserts
+}
+
+/// Writes the commands' documents into a legacy-schema index, the way the legacy indexer would.
+pub async fn load_legacy(es_url: &str, index: &str, commands: &[Value]) {
+    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
+    dual_indexer::es::ensure_index(
+        &client,
+        index,
+        dual_indexer::transform::Schema::Legacy.template(),
+    )
+    .await
+    .unwrap();
+    let sink = dual_indexer::sink::BulkSink::new(
+        client.clone(),
+        index,
+        dual_indexer::sink::RetryPolicy::default(),
+        Duration::from_secs(60),
+    );
+    let payloads: Vec<Vec<u8>> = commands
+        .iter()
+        .map(|c| serde_json::to_vec(c).unwrap())
+        .collect();
+    let plan = dual_indexer::envelope::Plan::builtin(
+        dual_indexer::envelope::VersionSource::version_field(),
+    );
+    for (chunk_no, chunk) in payloads.chunks(2_000).enumerate() {
+        let mut batch = dual_indexer::sink::Batch::default();
+        for (n, payload) in chunk.iter().enumerate() {
+            let offset = (chunk_no * 2_000 + n) as i64;
+            let write = plan
+                .prepare(
+                    dual_indexer::transform::Schema::Legacy,
+                    &dual_indexer::envelope::Record::new(payload, None, offset),
+                )
+                .unwrap();
+            let ticket = dual_indexer::source::offsets::Ticket {
+                partition: 0,
+                offset,
+                epoch: 0,
+            };
+            batch.push(
+                write,
+                dual_indexer::sink::Provenance {
+                    ticket,
+                    key: None,
+                    payload,
+                },
+            );
+        }
+        for (_, outcome) in sink.deliver(batch).await.unwrap() {
+            assert!(
+                matches!(outcome, dual_indexer::sink::ItemOutcome::Applied(_)),
+                "{outcome:?}"
+            );
+        }
+    }
+}
+
+pub async fn create_new_index(es_url: &str, index: &str) {
+    let client = dual_indexer::es::client(es_url, Duration::from_secs(60)).unwrap();
+    assert!(dual_indexer::es::ensure_index(
+        &client,
+        index,
+        dual_indexer::transform::Schema::New.template()
+    )
+    .await
+    .unwrap());
+}
+
+/// The oracle's documents for a set of upsert commands.
+pub fn expected(commands: &[Value]) -> BTreeMap<String, Value> {
+    commands
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_owned(), expected_document(c)))
+        .collect()
 }
 
 /// The payloads the generator planted as poison.

@@ -8,6 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::ConfigCheckArgs;
 use crate::config::{key_of, Provenance};
+use crate::es::cluster::{self, Role};
 use crate::es::{self, Auth, ClusterSecurity, Security};
 
 /// Property or setting names whose values are secrets.
@@ -162,14 +163,14 @@ pub async fn run_checks(args: &ConfigCheckArgs, security: &Security) -> Vec<Find
             }
         }
     }
-    let new = cluster("new cluster", &run.es_url, &security.new).await;
+    let new = cluster("new cluster", &run.es_url, &security.new, Role::New).await;
     let reachable = new.outcome.is_ok();
     out.push(new);
     if reachable {
         out.push(index_finding(&run.es_url, &security.new, &run.index, run.create_index).await);
     }
     if let Some(url) = &args.legacy_es_url {
-        let legacy = cluster("legacy cluster", url, &security.legacy).await;
+        let legacy = cluster("legacy cluster", url, &security.legacy, Role::Legacy).await;
         let reachable = legacy.outcome.is_ok();
         out.push(legacy);
         if reachable {
@@ -179,25 +180,16 @@ pub async fn run_checks(args: &ConfigCheckArgs, security: &Security) -> Vec<Find
     out
 }
 
-async fn cluster(what: &str, url: &str, security: &ClusterSecurity) -> Finding {
+/// `GET /` of one cluster, checked against its role, with its row of the compatibility table.
+async fn cluster(what: &str, url: &str, security: &ClusterSecurity, role: Role) -> Finding {
     let outcome = async {
-        let client = es::secure_client(url, security, Duration::from_secs(10)).map_err(|e| format!("{e:#}"))?;
-        let (status, reply) = es::request(&client, Method::Get, "/", None)
+        let shown = crate::secrets::redact_url(url);
+        let client = es::secure_client(url, security, Duration::from_secs(10))
+            .map_err(|e| format!("{e:#}"))?;
+        let found = cluster::probe(&client, &shown, role)
             .await
-            .map_err(|e| format!("{} is not reachable: {e:#}", crate::secrets::redact_url(url)))?;
-        match status {
-            200 => Ok(format!(
-                "{} answers: {} {}",
-                crate::secrets::redact_url(url),
-                reply["version"]["distribution"].as_str().unwrap_or("elasticsearch"),
-                reply["version"]["number"].as_str().unwrap_or("?")
-            )),
-            401 | 403 => Err(format!(
-                "{} refused the credentials (HTTP {status}); check the username, password or API key",
-                crate::secrets::redact_url(url)
-            )),
-            _ => Err(format!("{} answered HTTP {status}", crate::secrets::redact_url(url))),
-        }
+            .map_err(|e| e.to_string())?;
+        Ok(format!("{shown} answers: {found}; {}", found.row()))
     }
     .await;
     Finding {

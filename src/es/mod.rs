@@ -1,7 +1,11 @@
-//! Connecting to an Elasticsearch cluster and preparing its indices.
+//! Connecting to an Elasticsearch or OpenSearch cluster and preparing its indices.
 //!
 //! The index mappings live in `schemas/` and are compiled in from there, so the service, its
-//! tests and its documentation all read the same file.
+//! tests and its documentation all read the same file. [`cluster`] knows which version answers
+//! and what that changes; [`read`] reads a whole index without sorting on `_id`.
+
+pub mod cluster;
+pub mod read;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -315,68 +319,6 @@ pub async fn count(client: &Elasticsearch, index: &str) -> anyhow::Result<u64> {
     reply["count"]
         .as_u64()
         .ok_or_else(|| anyhow::anyhow!("`{index}/_count` answered without a count: {reply}"))
-}
-
-/// One document of a page read in `_id` order.
-#[derive(Debug, Clone)]
-pub struct Hit {
-    /// The document `_id`.
-    pub id: String,
-    /// The document's `_version`, when it was asked for.
-    pub version: Option<u64>,
-    /// The document `_source`.
-    pub source: Value,
-}
-
-/// Reads up to `size` documents of `index` whose `_id` sorts after `after` (all of them when
-/// `None`), in `_id` order: the byte order of the ids' UTF-8, which is also Rust's `str` order.
-/// Paging with `search_after` on the unique `_id` never skips a document that exists for the
-/// whole read, whatever is written meanwhile.
-pub async fn page_by_id(
-    client: &Elasticsearch,
-    index: &str,
-    after: Option<&str>,
-    size: usize,
-    with_version: bool,
-) -> anyhow::Result<Vec<Hit>> {
-    let mut body = serde_json::json!({
-        "size": size,
-        "sort": [{"_id": "asc"}],
-        "query": {"match_all": {}},
-        "track_total_hits": false,
-        "version": with_version,
-    });
-    if let Some(last) = after {
-        body["search_after"] = serde_json::json!([last]);
-    }
-    let (status, mut reply) = request(
-        client,
-        Method::Post,
-        &format!("/{index}/_search"),
-        Some(&body),
-    )
-    .await?;
-    if !(200..300).contains(&status) {
-        let message = format!("reading `{index}` in _id order failed with HTTP {status}: {reply} (on Elasticsearch 8 and later, sorting on _id needs the cluster setting indices.id_field_data.enabled: true)");
-        return Err(if is_final(status) {
-            Refused(message).into()
-        } else {
-            anyhow::anyhow!(message)
-        });
-    }
-    let Value::Array(hits) = reply["hits"]["hits"].take() else {
-        anyhow::bail!("`{index}/_search` answered without hits: {reply}");
-    };
-    Ok(hits
-        .into_iter()
-        .filter_map(|mut h| {
-            Some(Hit {
-                id: h["_id"].as_str()?.to_owned(),
-                version: h["_version"].as_u64(),
-                source: h["_source"].take(),
-            })
-        })
-        .collect())
 }
 
 #[cfg(test)]
