@@ -57,6 +57,7 @@ enum Event<'a> {
     Shutdown,
     Finished(Result<Done, tokio::task::JoinError>),
     Committed,
+    IdleCommit,
     Linger,
     Commit,
     LagStatus(Result<(), watch::error::RecvError>),
@@ -151,7 +152,10 @@ impl Pipeline {
                     }
                     self.source.commit_if_idle();
                 }
-                Event::Committed => {}
+                Event::Committed | Event::IdleCommit if self.source.idle_commit_owed() => {
+                    self.source.commit_if_idle();
+                }
+                Event::Committed | Event::IdleCommit => {}
                 Event::Linger => self.seal(),
                 Event::Commit => {
                     self.source.commit();
@@ -224,6 +228,7 @@ impl Pipeline {
         until_caught_up: &mut Option<watch::Receiver<Sampled>>,
     ) -> Event<'r> {
         let deadline = self.batcher.deadline();
+        let idle_commit_at = self.source.idle_commit_at();
         let (reading, hold_until) = match self.flow {
             Flow::Holding { until } => (false, Some(until)),
             Flow::Reading | Flow::Paused => (true, None),
@@ -239,6 +244,7 @@ impl Pipeline {
             _ = shutdown => Event::Shutdown,
             Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
             _ = self.source.commit_finished() => Event::Committed,
+            _ = sleep_until(idle_commit_at) => Event::IdleCommit,
             _ = sleep_until(deadline) => Event::Linger,
             _ = commit_tick.tick() => Event::Commit,
             changed = lag_changed => Event::LagStatus(changed),

@@ -43,6 +43,8 @@ pub struct CommandSource {
     commit_interval: Duration,
     max_poll_interval_ms: Option<u64>,
     last_commit: Option<Instant>,
+    /// The loop went idle and its commit is still to be made.
+    idle_commit_owed: bool,
     /// The commit in flight, if any.
     commit_task: Option<PendingCommit>,
 }
@@ -171,6 +173,7 @@ impl CommandSource {
             commit_interval,
             max_poll_interval_ms,
             last_commit: None,
+            idle_commit_owed: false,
             commit_task: None,
         })
     }
@@ -241,13 +244,33 @@ impl CommandSource {
     /// as soon as the work is done rather than at the next tick. At most once per
     /// [`IDLE_COMMIT_GAP`], so a slow live stream that idles after every bulk does not commit
     /// after each one.
+    ///
+    /// An idle commit that cannot be made yet (one is in flight, or the last was under the gap
+    /// ago) is owed: it is made when the commit in flight is answered, or at
+    /// [`Self::idle_commit_at`]. Dropping it instead would leave the group's lag above zero until
+    /// the next tick, however long `--commit-interval-ms` is.
     pub fn commit_if_idle(&mut self) {
-        let due = self
-            .last_commit
-            .is_none_or(|at| at.elapsed() >= IDLE_COMMIT_GAP.min(self.commit_interval));
-        if due && self.pending() == 0 {
+        self.idle_commit_owed = self.pending() == 0;
+        if !self.idle_commit_owed || self.commit_task.is_some() {
+            return;
+        }
+        let gap = IDLE_COMMIT_GAP.min(self.commit_interval);
+        if self.last_commit.is_none_or(|at| at.elapsed() >= gap) {
+            self.idle_commit_owed = false;
             self.commit();
         }
+    }
+
+    /// When an owed idle commit waits only for [`IDLE_COMMIT_GAP`] to pass.
+    pub fn idle_commit_at(&self) -> Option<Instant> {
+        let gap = IDLE_COMMIT_GAP.min(self.commit_interval);
+        (self.idle_commit_owed && self.commit_task.is_none())
+            .then(|| self.last_commit.map_or_else(Instant::now, |at| at + gap))
+    }
+
+    /// Whether an idle commit is owed (see [`Self::commit_if_idle`]).
+    pub fn idle_commit_owed(&self) -> bool {
+        self.idle_commit_owed
     }
 
     /// Hands the final offsets to Kafka on a blocking thread, so the loop never waits on the
