@@ -25,33 +25,51 @@ fn agree(validator: &jsonschema::Validator, payload: &str) {
 #[test]
 fn schema_and_decoder_agree_on_a_corpus_of_edge_cases() {
     let validator = schema();
-    for payload in [
-        r#"{"type":"upsert","id":"a","tags":{"name":"dor","lastName":"sever"}}"#,
-        r#"{"type":"upsert"}"#,
-        r#"{"type":"delete","id":"a","version":3}"#,
-        r#"{"type":"delete"}"#,
-        r#"{"type":"upsert","tags":{"n":1,"b":false,"s":""}}"#,
-        r#"{"type":"upsert","tags":{"a:b":"c"},"fields":{"title":"x","nested":{"deep":[1,2]}}}"#,
-        r#"{"type":"upsert","timestamp":1700000000000}"#,
-        r#"{"type":"merge"}"#,
-        r#"{"id":"a"}"#,
-        r#"{"type":"upsert","extra":1}"#,
-        r#"{"type":"upsert","tags":{"a":null}}"#,
-        r#"{"type":"upsert","tags":{"a":["x"]}}"#,
-        r#"{"type":"upsert","tags":{"a":{"b":"c"}}}"#,
-        r#"{"type":"upsert","tags":{"":"x"}}"#,
-        r#"{"type":"upsert","tags":[]}"#,
-        r#"{"type":"upsert","fields":{"tags":[]}}"#,
-        r#"{"type":"upsert","fields":[]}"#,
-        r#"{"type":"delete","tags":{}}"#,
-        r#"{"type":"delete","fields":{}}"#,
-        r#"{"type":"upsert","version":-1}"#,
-        r#"{"type":"upsert","version":"3"}"#,
-        r#"{"type":"upsert","id":7}"#,
-        r#"[]"#,
-        r#""upsert""#,
-    ] {
+    // Each payload with its verdict: a valid command (true) or one refused (false).
+    let cases = [
+        (
+            r#"{"type":"upsert","id":"a","tags":{"name":"dor","lastName":"sever"}}"#,
+            true,
+        ),
+        (r#"{"type":"upsert"}"#, true),
+        (r#"{"type":"delete","id":"a","version":3}"#, true),
+        (r#"{"type":"delete"}"#, true),
+        (r#"{"type":"upsert","tags":{"n":1,"b":false,"s":""}}"#, true),
+        (
+            r#"{"type":"upsert","tags":{"a:b":"c"},"fields":{"title":"x","nested":{"deep":[1,2]}}}"#,
+            true,
+        ),
+        (r#"{"type":"upsert","timestamp":1700000000000}"#, true),
+        (r#"{"type":"merge"}"#, false),
+        (r#"{"id":"a"}"#, false),
+        (r#"{"type":"upsert","extra":1}"#, false),
+        (r#"{"type":"upsert","tags":{"a":null}}"#, false),
+        (r#"{"type":"upsert","tags":{"a":["x"]}}"#, false),
+        (r#"{"type":"upsert","tags":{"a":{"b":"c"}}}"#, false),
+        (r#"{"type":"upsert","tags":{"":"x"}}"#, false),
+        (r#"{"type":"upsert","tags":[]}"#, false),
+        (r#"{"type":"upsert","fields":{"tags":[]}}"#, false),
+        (r#"{"type":"upsert","fields":[]}"#, false),
+        (r#"{"type":"delete","tags":{}}"#, false),
+        (r#"{"type":"delete","fields":{}}"#, false),
+        (r#"{"type":"upsert","version":-1}"#, false),
+        (r#"{"type":"upsert","version":"3"}"#, false),
+        (r#"{"type":"upsert","id":7}"#, false),
+        (r#"[]"#, false),
+        (r#""upsert""#, false),
+    ];
+    for (payload, valid) in cases {
         agree(&validator, payload);
+        assert_eq!(
+            Command::decode(payload.as_bytes()).is_ok(),
+            valid,
+            "expected {} for {payload}",
+            if valid {
+                "a valid command"
+            } else {
+                "a refusal"
+            }
+        );
     }
 }
 

@@ -91,26 +91,48 @@ fn run_until_caught_up(args: &[String]) {
     assert!(status.success(), "indexer exited with {status}");
 }
 
-/// Checks the end state and returns the result line's numbers: documents, dead letters.
+/// The result line's numbers: documents in the index, entries in the dead-letter topic, and
+/// poison messages planted in the command topic (repeats counted).
+struct EndState {
+    docs: usize,
+    letters: usize,
+    planted: usize,
+}
+
+impl std::fmt::Display for EndState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "0 lost, 0 divergent ({} documents equal the oracle), {} dead letters in the topic for {} poison messages planted",
+            self.docs, self.letters, self.planted
+        )
+    }
+}
+
+/// Checks the end state against the oracle and the dead-letter topic against the planted poison.
 async fn assert_no_loss(
     stack: &Stack,
     topic: &str,
     index: &str,
     messages: &[GeneratedMessage],
     letters: Letters,
-) -> (usize, usize) {
+) -> EndState {
     let records = read_topic(stack, topic);
-    let expected = oracle(&records, &poison_payloads(messages), Versions::Offset);
+    let poison = poison_payloads(messages);
+    let expected = oracle(&records, &poison, Versions::Offset);
     assert_index_equals(&stack.new_es, index, &expected).await;
-    assert_dead_letters(
-        stack,
-        topic,
-        &format!("{topic}.dlq"),
-        &records,
-        messages,
-        letters,
-    );
-    (expected.len(), poison_payloads(messages).len())
+    let dlq = format!("{topic}.dlq");
+    assert_dead_letters(stack, topic, &dlq, &records, messages, letters);
+    let planted = records
+        .iter()
+        .filter(|r| poison.contains(&r.payload))
+        .count();
+    assert!(planted > 0, "the scenario planted poison");
+    EndState {
+        docs: expected.len(),
+        letters: read_topic(stack, &dlq).len(),
+        planted,
+    }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -142,21 +164,32 @@ async fn item_429s_and_request_503s_lose_nothing() {
         ..Plan::default()
     };
     let proxy = FaultProxy::start(&stack.new_es, plan).await;
-    run_until_caught_up(&args_via(&stack, &topic, &group, &index, &proxy.url));
-    // Every command committed had its own write acknowledged: none was dropped after a 429, even
-    // where a later write to the same document would hide the loss in the end state.
     let records = read_topic(&stack, &topic);
-    let committed = assert_commits_acknowledged(
-        &stack,
-        &group,
-        &topic,
-        &records,
-        &poison_payloads(&messages),
-        &proxy,
-    );
+    let poison = poison_payloads(&messages);
+    let mut child = indexer()
+        .args(args_via(&stack, &topic, &group, &index, &proxy.url))
+        .arg("--until-caught-up")
+        .guarded();
+    // Every commit, sampled while the replay runs and once at the end, stands on writes the proxy
+    // saw acknowledged: none was dropped after a 429, even where a later write to the same
+    // document would hide the loss in the end state.
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < RUN_TIMEOUT, "the replay did not finish");
+        samples.push(assert_commits_acknowledged(
+            &stack, &group, &topic, &records, &poison, &proxy,
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(5)).success());
+    let committed = assert_commits_acknowledged(&stack, &group, &topic, &records, &poison, &proxy);
     assert_eq!(committed, count as i64);
-    let (docs, letters) =
-        assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    assert!(
+        samples.iter().any(|&c| c > 0 && c < count as i64),
+        "commits were checked mid-replay: {samples:?}"
+    );
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
     let counts = proxy.counts();
     assert!(
         counts.items_429.load(Ordering::Relaxed) > 0,
@@ -169,7 +202,7 @@ async fn item_429s_and_request_503s_lose_nothing() {
         counts.describe()
     );
     println!(
-        "RESULT 429/503: {count} commands; {}; 0 lost, 0 divergent ({docs} documents equal the oracle), {letters} dead-lettered = {letters} planted",
+        "RESULT 429/503: {count} commands; {}; {end}",
         counts.describe()
     );
 }
@@ -238,14 +271,13 @@ async fn a_blackholed_cluster_pauses_the_replay_and_it_resumes_without_loss() {
     });
     terminate(&child.0);
     assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
-    let (docs, letters) =
-        assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
     assert!(
         peak < before + 64.0,
         "memory stays flat while paused: {before:.1} MB before, {peak:.1} MB peak"
     );
     println!(
-        "RESULT blackhole: 12000 commands, Elasticsearch unanswered for {} s mid-replay; the consumer paused; {} commit samples in the hole, each standing on acknowledged writes only (last {committed_at_end_of_hole}); RSS {before:.1} MB before, {peak:.1} MB peak in the hole; 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted",
+        "RESULT blackhole: 12000 commands, Elasticsearch unanswered for {} s mid-replay; the consumer paused; {} commit samples in the hole, each standing on acknowledged writes only (last {committed_at_end_of_hole}); RSS {before:.1} MB before, {peak:.1} MB peak in the hole; {end}",
         hole.as_secs(),
         commits_in_hole.len()
     );
@@ -259,7 +291,18 @@ async fn repeated_sigkills_at_random_points_lose_nothing() {
     let count = if full() { 40_000 } else { 12_000 };
     let messages = messages(count, count / 4, 23);
     produce_topic(&stack, &topic, 3, &messages).await;
-    let args = args_via(&stack, &topic, &group, &index, &stack.new_es);
+    // A second per request paces the replay at about 1,000 commands a second, so that every kill
+    // (at most 1.5 s after a restart's first commit) lands with part of the topic still unread.
+    let proxy = FaultProxy::start(
+        &stack.new_es,
+        Plan {
+            seed: 23,
+            latency: Duration::from_millis(1000),
+            ..Plan::default()
+        },
+    )
+    .await;
+    let args = args_via(&stack, &topic, &group, &index, &proxy.url);
     // A seeded sequence of kill delays, after the group has joined.
     let mut seed = 23u64;
     let mut committed = Vec::new();
@@ -282,7 +325,13 @@ async fn repeated_sigkills_at_random_points_lose_nothing() {
         std::thread::sleep(delay);
         child.kill().unwrap();
         child.wait().unwrap();
-        committed.push(committed_total(&stack, &group, &topic));
+        let after_kill = committed_total(&stack, &group, &topic);
+        assert!(
+            after_kill < count as i64,
+            "kill {} came after the replay ended: {after_kill} of {count} committed",
+            committed.len() + 1
+        );
+        committed.push(after_kill);
         await_session_expiry();
     }
     assert!(
@@ -290,10 +339,9 @@ async fn repeated_sigkills_at_random_points_lose_nothing() {
         "commits never go backwards: {committed:?}"
     );
     run_until_caught_up(&args);
-    let (docs, letters) =
-        assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
     println!(
-        "RESULT kills: {count} commands, {kills} SIGKILLs at seeded random points (commits after each: {committed:?}); 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
+        "RESULT kills: {count} commands, {kills} SIGKILLs at seeded random points (commits after each: {committed:?}); {end}"
     );
 }
 
@@ -320,7 +368,6 @@ async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commit
     let mut child = indexer().args(&broken).stderr(Stdio::piped()).guarded();
     // Read as it comes: a full pipe would block the indexer's logging, and with it its exit.
     let stderr = read_in_background(child.0.stderr.take().unwrap());
-    std::thread::sleep(Duration::from_secs(15));
     let records = read_topic(&stack, &topic);
     let poison = poison_payloads(&messages);
     let mut first_poison: BTreeMap<i32, i64> = BTreeMap::new();
@@ -328,13 +375,26 @@ async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commit
         let first = first_poison.entry(r.partition).or_insert(r.offset);
         *first = (*first).min(r.offset);
     }
-    for (partition, committed, _) in committed_and_high(&stack, &group, &topic) {
-        let stop = first_poison[&partition];
-        assert!(
-            committed.unwrap_or(0) <= stop,
-            "partition {partition} committed {committed:?}, past its first undeliverable dead letter at {stop}"
-        );
-    }
+    let committed = || -> BTreeMap<i32, i64> {
+        committed_and_high(&stack, &group, &topic)
+            .into_iter()
+            .map(|(p, c, _)| (p, c.unwrap_or(0)))
+            .collect()
+    };
+    // Every partition commits everything before its first poison, whose dead letter cannot be
+    // written...
+    wait_for(
+        "every partition to commit up to its first poison",
+        Duration::from_secs(60),
+        || (committed() == first_poison).then_some(()),
+    );
+    // ...and nothing past it, however long the outage lasts.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        committed(),
+        first_poison,
+        "a partition committed past its first undeliverable dead letter"
+    );
     terminate(&child.0);
     let exited = wait_a_while(&mut child, Duration::from_secs(60));
     let _ = child.kill();
@@ -352,10 +412,9 @@ async fn an_unreachable_dead_letter_topic_halts_its_partitions_loudly_and_commit
 
     // With the dead-letter topic back, the same group finishes and nothing is lost.
     run_until_caught_up(&args);
-    let (docs, letters) =
-        assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
     println!(
-        "RESULT dead-letter topic unreachable: 3000 commands; every partition stopped committing at its first poison (commits {halted_at} of 3000, first poison per partition {first_poison:?}), logged as an error; after repair 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
+        "RESULT dead-letter topic unreachable: 3000 commands; every partition stopped committing at its first poison (commits {halted_at} of 3000, first poison per partition {first_poison:?}), logged as an error; after repair {end}"
     );
 }
 
@@ -385,13 +444,20 @@ async fn sigterm_under_load_drains_commits_and_exits_zero() {
     let status = wait_with_timeout(&mut child, Duration::from_secs(60));
     let drain = signalled.elapsed();
     assert!(status.success(), "a drained shutdown exits 0: {status}");
-    let at_exit = committed_total(&stack, &group, &topic);
+    let records = read_topic(&stack, &topic);
+    let at_exit = assert_commits_acknowledged(
+        &stack,
+        &group,
+        &topic,
+        &records,
+        &poison_payloads(&messages),
+        &proxy,
+    );
     assert!(at_exit < 10_000, "stopped mid-replay");
     run_until_caught_up(&args);
-    let (docs, letters) =
-        assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
     println!(
-        "RESULT SIGTERM under load: 10000 commands, 300 ms per bulk request; exit 0 after {:.1} s of draining with {at_exit} committed; the restart finished with 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted",
+        "RESULT SIGTERM under load: 10000 commands, 300 ms per bulk request; exit 0 after {:.1} s of draining with {at_exit} committed; the restart finished with {end}",
         drain.as_secs_f64()
     );
 }
@@ -456,6 +522,8 @@ async fn the_broker_killed_and_restarted_mid_replay_loses_nothing() {
         Duration::from_secs(120),
         || (committed_total(&private, &group, &topic) >= 1_500).then_some(()),
     );
+    // No commit can land while the broker is down, so this is what was committed when it died.
+    let committed_when_killed = committed_total(&private, &group, &topic);
     broker.0.kill().unwrap();
     broker.0.wait().unwrap();
     let killed_at = Instant::now();
@@ -471,16 +539,57 @@ async fn the_broker_killed_and_restarted_mid_replay_loses_nothing() {
         RUN_TIMEOUT,
         || (committed_total(&private, &group, &topic) == 10_000).then_some(()),
     );
+    assert!(
+        committed_when_killed < 10_000,
+        "the broker died mid-replay: {committed_when_killed} of 10000 were committed"
+    );
     terminate(&child.0);
-    wait_with_timeout(&mut child, Duration::from_secs(60));
-    let (docs, letters) =
-        assert_no_loss(&private, &topic, &index, &messages, Letters::AtLeastOnce).await;
+    let status = wait_with_timeout(&mut child, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "the indexer drains and exits 0 after the restart: {status}"
+    );
+    let end = assert_no_loss(&private, &topic, &index, &messages, Letters::AtLeastOnce).await;
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "RESULT broker restart: 10000 commands; tansu SIGKILLed mid-replay and restarted on the same sqlite store {:.1} s later; the indexer reconnected by itself; 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted",
+        "RESULT broker restart: 10000 commands; tansu SIGKILLed mid-replay and restarted on the same sqlite store {:.1} s later; the indexer reconnected by itself; {end}",
         restarted_after.as_secs_f64()
     );
+}
+
+/// Collects a child's log lines as they come, so a test can wait for one.
+fn watch_log(
+    pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
+}
+
+/// Whether a member's log shows it was assigned at least one partition.
+fn took_partitions(log: &str) -> bool {
+    log.lines().any(|line| {
+        // Log lines may carry colour codes: drop every escape sequence up to its `m`.
+        let mut plain = String::new();
+        let mut in_escape = false;
+        for c in line.chars() {
+            match (in_escape, c) {
+                (false, '\x1b') => in_escape = true,
+                (true, 'm') => in_escape = false,
+                (false, c) => plain.push(c),
+                (true, _) => {}
+            }
+        }
+        plain.contains("partitions assigned") && !plain.contains("partitions=[]")
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -492,7 +601,8 @@ async fn a_rebalance_storm_loses_nothing() {
         unique("tags-v2-storm"),
         unique("indexer"),
     );
-    let count = cycles * 3_000;
+    // Long enough that every visit, each waiting to be assigned partitions, ends mid-replay.
+    let count = cycles * 6_000;
     let messages = messages(count, count / 4, 27);
     produce_topic(&stack, &topic, 3, &messages).await;
     // Paced so that the replay outlasts the storm: 100-document batches, each answered after
@@ -513,8 +623,14 @@ async fn a_rebalance_storm_loses_nothing() {
     let mut committed = Vec::new();
     for _ in 0..cycles {
         // A second member joins, takes partitions, and leaves a few seconds later.
-        let mut visitor = indexer().args(&args).guarded();
-        std::thread::sleep(Duration::from_secs(4));
+        let mut visitor = indexer().args(&args).stderr(Stdio::piped()).guarded();
+        let log = watch_log(visitor.0.stderr.take().unwrap());
+        wait_for(
+            "the visitor to be assigned partitions",
+            Duration::from_secs(60),
+            || took_partitions(&log.lock().unwrap()).then_some(()),
+        );
+        std::thread::sleep(Duration::from_secs(2));
         terminate(&visitor.0);
         let status = wait_with_timeout(&mut visitor, Duration::from_secs(60));
         assert!(
@@ -525,8 +641,8 @@ async fn a_rebalance_storm_loses_nothing() {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert!(
-        committed.iter().filter(|&&c| c < count as i64).count() >= cycles - 1,
-        "the storm came during the replay, not after it: {committed:?}"
+        committed.iter().all(|&c| c < count as i64),
+        "every visit came during the replay, not after it: {committed:?}"
     );
     wait_for("the replay to finish after the storm", RUN_TIMEOUT, || {
         (committed_total(&stack, &group, &topic) == count as i64).then_some(())
@@ -537,9 +653,8 @@ async fn a_rebalance_storm_loses_nothing() {
         committed.windows(2).all(|w| w[0] <= w[1]),
         "commits never go backwards: {committed:?}"
     );
-    let (docs, letters) =
-        assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::AtLeastOnce).await;
     println!(
-        "RESULT rebalance storm: {count} commands, {cycles} members joining and leaving every 5 s beside a steady one (commits after each: {committed:?}); 0 lost, 0 divergent ({docs} documents), {letters} dead-lettered = {letters} planted"
+        "RESULT rebalance storm: {count} commands, {cycles} members each joining beside a steady one, assigned partitions (checked) and leaving 2 s later, every visit mid-replay (checked; commits after each: {committed:?}); {end}"
     );
 }

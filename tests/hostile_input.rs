@@ -180,6 +180,25 @@ proptest! {
         } else {
             // Every value here is short, so nothing exceeds the keyword limit.
             prop_assert_eq!(outcome, None);
+            // The document carries exactly the input's tags, encoded by this test's own rule
+            // rather than checked with the crate's decoder.
+            let expected: Vec<Value> = tags
+                .iter()
+                .map(|(key, value)| {
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let escaped = key.replace('\\', "\\\\").replace(':', "\\:");
+                    json!({"keyToValue": format!("{escaped}:{text}"), "value": text})
+                })
+                .collect();
+            let payload = command.to_string();
+            let record = Record::new(payload.as_bytes(), None, 1);
+            let write = Plan::builtin(Default::default()).prepare(Schema::New, &record).unwrap();
+            let Op::Index(body) = write.op else { panic!("an upsert") };
+            let doc: Value = serde_json::from_slice(&body).unwrap();
+            prop_assert_eq!(&doc["tags"], &Value::Array(expected));
         }
     }
 

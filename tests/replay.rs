@@ -323,7 +323,12 @@ async fn a_sigterm_during_startup_exits_zero_at_once_without_consuming() {
     args.extend(["--request-timeout-secs".into(), "60".into()]);
     let mut child = indexer().args(&args).guarded();
     // The indexer has connected: it is inside its startup now.
-    let (_held, _) = silent.accept().unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let (_held, _) = wait_for(
+        "the indexer to connect to the silent cluster",
+        Duration::from_secs(60),
+        || silent.accept().ok(),
+    );
     terminate(&child);
     let status = wait_with_timeout(&mut child, Duration::from_secs(10));
     let out = stdout_of(&mut child);
