@@ -250,3 +250,101 @@ async fn run_refuses_elasticsearch_6_8_at_start() {
         "{err}"
     );
 }
+
+/// A scroll cannot be resumed after a restart: a killed backfill from Elasticsearch 6.8 (sliced
+/// scroll, no point in time) reads each unfinished slice again from its start, and no finished
+/// slice again, because a scroll slice holds the same documents every time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_backfill_from_elasticsearch_6_8_restarts_only_its_unfinished_slices() {
+    let stack = stack();
+    let legacy = speaking(&stack.legacy_es, Dialect::Elasticsearch68).await;
+    let new = speaking(&stack.new_es, Dialect::Elasticsearch8).await;
+    let (legacy_index, new_index) = (unique("dl6-legacy"), unique("dl6-new"));
+    let commands = corpus(6_000, 41);
+    load_legacy(&stack.legacy_es, &legacy_index, &commands).await;
+    create_new_index(&stack.new_es, &new_index).await;
+    let dir = std::env::temp_dir().join(unique("dl6"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = dir.join("checkpoint.json");
+    let args = strings(&[
+        "backfill",
+        "--from-url",
+        &legacy.url,
+        "--from-index",
+        &legacy_index,
+        "--to-url",
+        &new.url,
+        "--to-index",
+        &new_index,
+        "--checkpoint",
+        &checkpoint.display().to_string(),
+        "--dead-letter-file",
+        &dir.join("dead.ndjson").display().to_string(),
+        "--json",
+    ]);
+    // Six slices, two at a time, slowly: slices finish in turns, so the kill lands mid-way.
+    let slow = [
+        "--slices",
+        "6",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "200",
+        "--max-docs-per-sec",
+        "1500",
+    ];
+    let mut first = indexer().args(&args).args(slow).guarded();
+    wait_for(
+        "two finished slices and one half-copied",
+        Duration::from_secs(120),
+        || {
+            let c: Value = serde_json::from_slice(&std::fs::read(&checkpoint).ok()?).ok()?;
+            let slices = c["slices"].as_array()?;
+            let done = slices.iter().filter(|s| s["done"] == true).count();
+            let partial = slices
+                .iter()
+                .filter(|s| s["done"] == false && s["read"].as_u64() > Some(0))
+                .count();
+            (done >= 2 && partial >= 1).then_some(())
+        },
+    );
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let at_kill: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+    let finished_before: u64 = at_kill["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["done"] == true)
+        .map(|s| s["read"].as_u64().unwrap())
+        .sum();
+    assert!(finished_before > 0 && finished_before < 6_000);
+
+    let mut resume = args.clone();
+    resume.extend(strings(&["--resume"]));
+    resume.extend(strings(&slow));
+    let (code, stdout, stderr) = run_indexer(&resume);
+    assert_eq!(code, 0, "{}", tail(&stderr, 30));
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["ending"], "complete", "{summary}");
+    for (before, now) in at_kill["slices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(summary["slices"].as_array().unwrap())
+    {
+        if before["done"] == true {
+            assert_eq!(now["read_this_run"], 0, "finished slice read again: {now}");
+        }
+    }
+    assert_eq!(
+        summary["read_this_run"].as_u64().unwrap(),
+        6_000 - finished_before,
+        "every unfinished slice is read from its start, and nothing else: {summary}"
+    );
+    assert_index_equals(&stack.new_es, &new_index, &expected(&commands)).await;
+    for proxy in [&legacy, &new] {
+        assert_eq!(proxy.refusals(), Vec::<String>::new());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
