@@ -10,6 +10,7 @@ use alias::AliasCommand;
 use backfill::BackfillArgs;
 use config::ConfigCommand;
 use cutover::CutoverArgs;
+use dlq::DlqCommand;
 use envelope::EnvelopeCommand;
 use generate::GenerateArgs;
 use index::IndexCommand;
@@ -22,6 +23,7 @@ pub mod alias;
 pub mod backfill;
 pub mod config;
 pub mod cutover;
+pub mod dlq;
 pub mod envelope;
 pub mod generate;
 pub mod index;
@@ -104,6 +106,9 @@ pub enum Command {
     /// The producers' message format: see what the envelope mapping makes of real messages.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+    /// The dead-letter topic: what it holds, by class, reason and origin.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
 }
 
 /// The target of the subcommands' log lines: the binary's, where these bodies used to live, so

@@ -21,6 +21,7 @@
 
 use std::time::Duration;
 
+pub mod inspect;
 pub mod letter;
 
 pub use letter::{DeadLetter, ErrorClass};

@@ -1,0 +1,122 @@
+//! `dual-indexer dlq show`: what the dead-letter topic holds, counted by class, reason and
+//! source partition, or entry by entry with their headers. Reads the topic without joining a
+//! group and changes nothing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::cli::{heading, KafkaArgs};
+use crate::dlq::inspect::{Entry, Filter, Summary};
+use crate::source::topics;
+
+/// `dual-indexer dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Count the dead letters by class, reason (Elasticsearch's error type) and source partition,
+    /// with the oldest and newest origin; or, with --entries, print them with their headers.
+    #[command(
+        after_help = "Exit codes: 0 the topic was read (whatever it holds), 2 error.\n\nExamples:\n  dual-indexer dlq show --topic commands\n  dual-indexer dlq show --topic commands --entries --class mapping --json\n  dual-indexer dlq show --dlq-topic commands.dlq --source-partition 2 --from-offset 1000 --entries"
+    )]
+    Show(Box<DlqShowArgs>),
+}
+
+/// `dual-indexer dlq show`.
+#[derive(Debug, Args)]
+pub struct DlqShowArgs {
+    #[command(flatten, next_help_heading = heading::KAFKA)]
+    pub kafka: KafkaArgs,
+    /// The command topic; the dead-letter topic is its name with `.dlq` appended.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands", help_heading = heading::KAFKA)]
+    pub topic: String,
+    /// The dead-letter topic, when it is not the command topic's name with `.dlq`.
+    #[arg(long, env = "DUAL_INDEXER_DLQ_TOPIC", help_heading = heading::KAFKA)]
+    pub dlq_topic: Option<String>,
+    /// Print the entries (headers, key and payload) instead of the counts.
+    #[arg(long, help_heading = heading::REPORT)]
+    pub entries: bool,
+    /// JSON: the counts as one object, or one object per entry with --entries.
+    #[arg(long, help_heading = heading::REPORT)]
+    pub json: bool,
+    /// Only entries of this class (decode, transform, mapping, request_refused, retries_exhausted).
+    #[arg(long, help_heading = heading::REPORT)]
+    pub class: Option<String>,
+    /// Only entries Elasticsearch refused with this error type (strict_dynamic_mapping_exception, …).
+    #[arg(long, help_heading = heading::REPORT)]
+    pub es_type: Option<String>,
+    /// Only commands from this partition of the command topic.
+    #[arg(long, help_heading = heading::REPORT)]
+    pub source_partition: Option<i32>,
+    /// Only commands at or after this offset.
+    #[arg(long, help_heading = heading::REPORT)]
+    pub from_offset: Option<i64>,
+    /// Only commands at or before this offset.
+    #[arg(long, help_heading = heading::REPORT)]
+    pub to_offset: Option<i64>,
+    /// Seconds to read the topic for before giving up.
+    #[arg(long, default_value_t = 120, help_heading = heading::REPORT)]
+    pub timeout_secs: u64,
+}
+
+/// Runs `dlq show`.
+pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let DlqCommand::Show(args) = command;
+    let topic = args
+        .dlq_topic
+        .clone()
+        .unwrap_or_else(|| format!("{}.dlq", args.topic));
+    let config = args.kafka.client_config()?;
+    tracing::info!(topic = %topic, "reading the dead-letter topic up to its end");
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let read = topic.clone();
+    let records =
+        tokio::task::spawn_blocking(move || topics::read_all(&config, &read, timeout)).await??;
+    let filter = Filter {
+        class: args.class.clone(),
+        es_type: args.es_type.clone(),
+        source_partition: args.source_partition,
+        from_offset: args.from_offset,
+        to_offset: args.to_offset,
+    };
+    let entries: Vec<Entry> = records
+        .iter()
+        .map(Entry::from_record)
+        .filter(|e| filter.admits(e))
+        .collect();
+    match (args.entries, args.json) {
+        (true, true) => {
+            for entry in &entries {
+                println!("{}", serde_json::to_string(entry)?);
+            }
+        }
+        (true, false) => {
+            for e in &entries {
+                println!(
+                    "{}/{}  from {} {}/{}  {}{}  attempts {}{}\n  reason: {}\n  key: {}\n  payload: {}",
+                    e.dlq_partition,
+                    e.dlq_offset,
+                    e.source_topic,
+                    e.source_partition.map_or("?".into(), |p| p.to_string()),
+                    e.source_offset.map_or("?".into(), |o| o.to_string()),
+                    e.class,
+                    e.es_type
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default(),
+                    e.attempts.map_or("?".into(), |a| a.to_string()),
+                    e.truncated_from
+                        .map(|n| format!("  payload cut from {n} bytes"))
+                        .unwrap_or_default(),
+                    e.reason,
+                    e.key.as_deref().unwrap_or("(none)"),
+                    e.payload
+                );
+            }
+            println!("{} entr(ies)", entries.len());
+        }
+        (false, true) => println!("{}", serde_json::to_string(&Summary::of(&entries))?),
+        (false, false) => print!("{}", Summary::of(&entries).render(&topic)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
