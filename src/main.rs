@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             Command::Cutover(args) => commands::cutover::run(args, &security.new).await,
             Command::Rollback(args) => commands::rollback::run(args, &security.new).await,
             Command::Envelope(command) => commands::envelope::run(command).await,
-            Command::Dlq(command) => commands::dlq::run(command).await,
+            Command::Dlq(command) => commands::dlq::run(command, &security.new).await,
             Command::Config(command) => {
                 commands::config::run(command, &provenance, &security).await
             }

@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use dual_indexer::generate::{GeneratedMessage, Poison};
 use serde_json::{json, Value};
 use support::*;
 
@@ -139,4 +140,226 @@ async fn dlq_show_counts_and_lists_exactly_the_planted_poison() {
         text.starts_with(&format!("{topic}.dlq: {} dead letter(s)", planted.len())),
         "{text}"
     );
+}
+
+/// `dlq redrive` with its own group, against the stack's new cluster.
+fn redrive(
+    stack: &Stack,
+    topic: &str,
+    index: &str,
+    group: &str,
+    extra: &[&str],
+) -> (i32, Vec<Value>) {
+    let out = indexer()
+        .args([
+            "dlq",
+            "redrive",
+            "--brokers",
+            &stack.brokers,
+            "--topic",
+            topic,
+        ])
+        .args([
+            "--es-url",
+            &stack.new_es,
+            "--index",
+            index,
+            "--redrive-group",
+            group,
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+/// Adds the field the generator's `UnknownField` poison carries to the index's strict mapping.
+async fn add_colour_field(stack: &Stack, index: &str) {
+    let client = dual_indexer::es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
+    let (status, body) = dual_indexer::es::request(
+        &client,
+        elasticsearch::http::Method::Put,
+        &format!("/{index}/_mapping"),
+        Some(&json!({"properties": {"colour": {"type": "keyword"}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redrive_after_the_mapping_is_fixed_reaches_the_oracle_and_moves_the_rest_on() {
+    let stack = stack();
+    let (topic, index, group) = (
+        unique("redrive"),
+        unique("tags-v2-redrive"),
+        unique("indexer"),
+    );
+    let messages = generated(1_500, 400, 12, 60);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let mut child = indexer()
+        .args(run_args(&stack, &topic, &group, &index))
+        .arg("--until-caught-up")
+        .guarded();
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(180)).success());
+    let records = read_topic(&stack, &topic);
+    let label: BTreeMap<&[u8], Poison> = messages
+        .iter()
+        .filter_map(|m| m.poison.map(|p| (m.payload.as_slice(), p)))
+        .collect();
+    let planted: Vec<&Record> = records
+        .iter()
+        .filter(|r| label.contains_key(r.payload.as_slice()))
+        .collect();
+    let unfixable: Vec<&Record> = planted
+        .iter()
+        .copied()
+        .filter(|r| label[r.payload.as_slice()] != Poison::UnknownField)
+        .collect();
+    let fixable = planted.len() - unfixable.len();
+    assert!(fixable > 0 && !unfixable.is_empty(), "{fixable} fixable");
+
+    add_colour_field(&stack, &index).await;
+    let redrive_group = unique("redrive");
+    let (code, lines) = redrive(&stack, &topic, &index, &redrive_group, &[]);
+    assert_eq!(code, 1, "some entries are refused again: {lines:?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["read"], json!(planted.len()), "{summary}");
+    assert_eq!(
+        summary["applied"].as_u64().unwrap() + summary["already_applied"].as_u64().unwrap(),
+        fixable as u64,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["refused_again"],
+        json!(unfixable.len()),
+        "{summary}"
+    );
+    assert_eq!(summary["moved_to"], json!(format!("{topic}.dlq.2")));
+    assert_eq!(summary["committed"], json!(true));
+
+    // The index equals the oracle in which the once-unknown field is valid: each redriven
+    // command took the version of its origin, so none overwrote a newer state.
+    let still_poison = unfixable.iter().map(|r| r.payload.clone()).collect();
+    let expected = oracle(&records, &still_poison, Versions::Offset);
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+
+    // The next generation holds exactly what was refused again, origin headers intact and one
+    // attempt more.
+    let originals: BTreeMap<(String, String), Value> = read_topic(&stack, &format!("{topic}.dlq"))
+        .iter()
+        .map(|l| {
+            let h = &l.headers;
+            (
+                (
+                    h["dual-indexer.source.partition"].clone(),
+                    h["dual-indexer.source.offset"].clone(),
+                ),
+                json!(h),
+            )
+        })
+        .collect();
+    let moved = read_topic(&stack, &format!("{topic}.dlq.2"));
+    assert_eq!(moved.len(), unfixable.len());
+    for letter in &moved {
+        let h = &letter.headers;
+        let origin = (
+            h["dual-indexer.source.partition"].clone(),
+            h["dual-indexer.source.offset"].clone(),
+        );
+        let before = &originals[&origin];
+        assert_eq!(h["dual-indexer.source.topic"], topic);
+        assert_eq!(
+            json!(h["dual-indexer.error.class"]),
+            before["dual-indexer.error.class"]
+        );
+        let attempts: u32 = h["dual-indexer.attempts"].parse().unwrap();
+        let attempts_before: u32 = before["dual-indexer.attempts"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(attempts, attempts_before + 1);
+        let source = records
+            .iter()
+            .find(|r| (r.partition.to_string(), r.offset.to_string()) == origin)
+            .unwrap();
+        assert_eq!(letter.payload, source.payload, "payload kept byte for byte");
+        assert_eq!(letter.key, source.key);
+    }
+
+    // Twice in a row: the group has read it all, so the second run changes nothing.
+    let (code, lines) = redrive(&stack, &topic, &index, &redrive_group, &[]);
+    assert_eq!(code, 0, "{lines:?}");
+    let summary = lines.last().unwrap();
+    assert_eq!(
+        (summary["read"].clone(), summary["applied"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(
+        read_topic(&stack, &format!("{topic}.dlq.2")).len(),
+        unfixable.len()
+    );
+    assert_index_equals(&stack.new_es, &index, &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redriven_upsert_never_brings_back_a_document_deleted_since() {
+    let stack = stack();
+    let (topic, index, group) = (unique("stale"), unique("tags-v2-stale"), unique("indexer"));
+    let upsert = |id: &str| json!({"type": "upsert", "id": id, "tags": {"name": id}, "fields": {"colour": "red"}});
+    let commands = [
+        upsert("x"),                          // offset 0: refused (colour is not mapped)
+        json!({"type": "delete", "id": "x"}), // offset 1: applied, a tombstone at version 1
+        upsert("y"),                          // offset 2: refused, and y's newest command
+    ];
+    let messages: Vec<GeneratedMessage> = commands
+        .iter()
+        .map(|c| GeneratedMessage {
+            key: Some(c["id"].as_str().unwrap().to_owned()),
+            payload: serde_json::to_vec(c).unwrap(),
+            poison: None,
+        })
+        .collect();
+    produce_topic(&stack, &topic, 1, &messages).await;
+    let mut child = indexer()
+        .args(run_args(&stack, &topic, &group, &index))
+        .arg("--until-caught-up")
+        .guarded();
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(120)).success());
+    let redrive_group = unique("redrive");
+
+    // With the cause not fixed and --keep: both refused again, nothing moved, nothing committed.
+    let (code, lines) = redrive(&stack, &topic, &index, &redrive_group, &["--keep"]);
+    assert_eq!(code, 1);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["refused_again"], json!(2), "{summary}");
+    assert_eq!(summary["committed"], json!(false), "{summary}");
+    assert!(read_topic(&stack, &format!("{topic}.dlq.2")).is_empty());
+
+    add_colour_field(&stack, &index).await;
+    let (code, lines) = redrive(&stack, &topic, &index, &redrive_group, &[]);
+    assert_eq!(code, 0, "{lines:?}");
+    let outcome = |offset: i64| {
+        lines
+            .iter()
+            .find(|l| l["source_offset"] == json!(offset))
+            .map(|l| l["result"]["outcome"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        outcome(0),
+        json!("already_applied"),
+        "x was deleted at offset 1"
+    );
+    assert_eq!(outcome(2), json!("applied"));
+    let stored = dump_index(&stack.new_es, &index).await;
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["y"], "x stays deleted");
+    assert_eq!(stored["y"].version, 2);
 }

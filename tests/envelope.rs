@@ -583,6 +583,7 @@ async fn the_demo_format_and_its_example_mapping_replay_to_the_oracle() {
             key: m.key.map(String::into_bytes),
             payload: m.payload,
             headers: HashMap::new(),
+            timestamp: None,
         })
         .collect();
     let expected = oracle(&records, &Default::default(), Versions::Field);

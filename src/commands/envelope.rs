@@ -49,7 +49,7 @@ pub struct EnvelopeCheckArgs {
     #[arg(long, help_heading = heading::REPORT)]
     pub json: bool,
     /// Seconds to wait for the sample before printing what arrived.
-    #[arg(long, default_value_t = 30, help_heading = heading::REPORT)]
+    #[arg(long, default_value_t = 120, help_heading = heading::REPORT)]
     pub timeout_secs: u64,
 }
 

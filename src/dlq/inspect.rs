@@ -35,6 +35,8 @@ pub struct Entry {
     pub key: Option<String>,
     /// The original payload, as (lossy) UTF-8.
     pub payload: String,
+    /// When the entry was written (epoch milliseconds), if the broker said.
+    pub written_at: Option<i64>,
 }
 
 impl Entry {
@@ -57,6 +59,7 @@ impl Entry {
                 .as_deref()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
             payload: String::from_utf8_lossy(&record.payload).into_owned(),
+            written_at: record.timestamp,
         }
     }
 
@@ -84,6 +87,10 @@ pub struct Filter {
     pub from_offset: Option<i64>,
     /// Only commands at or before this offset.
     pub to_offset: Option<i64>,
+    /// Only entries written at or after this time (epoch milliseconds).
+    pub since_ms: Option<i64>,
+    /// Only entries written at or before this time (epoch milliseconds).
+    pub until_ms: Option<i64>,
 }
 
 impl Filter {
@@ -100,6 +107,12 @@ impl Filter {
                 .is_none_or(|p| entry.source_partition == Some(p))
             && self.from_offset.is_none_or(|from| offset >= from)
             && self.to_offset.is_none_or(|to| offset <= to)
+            && self
+                .since_ms
+                .is_none_or(|since| entry.written_at.is_some_and(|t| t >= since))
+            && self
+                .until_ms
+                .is_none_or(|until| entry.written_at.is_some_and(|t| t <= until))
     }
 }
 
@@ -220,6 +233,7 @@ mod tests {
             key: Some(b"k".to_vec()),
             payload: b"{}".to_vec(),
             headers,
+            timestamp: Some(1_000 * offset),
         }
     }
 
@@ -295,5 +309,11 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(pick(partition_0_early), [2]);
+        let written_late = Filter {
+            since_ms: Some(2_000),
+            until_ms: Some(2_500),
+            ..Filter::default()
+        };
+        assert_eq!(pick(written_late), [2]);
     }
 }

@@ -4,7 +4,8 @@
 use crate::transform::Rejection;
 
 /// Why a command was dead-lettered: the `dual-indexer.error.class` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// The payload is not a valid command envelope.
     Decode,

@@ -64,6 +64,8 @@ pub struct Record {
     pub payload: Vec<u8>,
     /// Headers, values as (lossy) UTF-8.
     pub headers: std::collections::HashMap<String, String>,
+    /// The record timestamp (epoch milliseconds), if the broker gave one.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads every message of `topic` up to the high watermarks at the time of the call, sorted by
@@ -73,33 +75,66 @@ pub fn read_all(
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Record>> {
+    Ok(read_tail(config, "dual-indexer-reader", false, topic, timeout)?.0)
+}
+
+/// Reads `topic` up to the high watermarks at the time of the call, from the offsets `group` has
+/// committed (from the start of each partition where it has none) when `from_committed`, else
+/// from the start. Returns the records, sorted by partition and offset, and each partition's end,
+/// for a later [`commit_ends`]. Assigns partitions itself: no rebalance, no other member needed.
+pub fn read_tail(
+    config: &ClientConfig,
+    group: &str,
+    from_committed: bool,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<(Vec<Record>, Vec<PartitionEnd>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use rdkafka::{Offset, TopicPartitionList};
 
     let consumer: BaseConsumer = config
         .clone()
-        .set("group.id", "dual-indexer-reader")
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut ends = std::collections::HashMap::new();
-    let mut list = TopicPartitionList::new();
-    for p in metadata
+    let partitions: Vec<i32> = metadata
         .topics()
         .iter()
         .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions())
-    {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-        if high > low {
-            ends.insert(p.id(), high);
-            list.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut committed = std::collections::HashMap::new();
+    if from_committed && !partitions.is_empty() {
+        let mut all = TopicPartitionList::new();
+        for p in &partitions {
+            all.add_partition(topic, *p);
+        }
+        for e in consumer
+            .committed_offsets(all, Duration::from_secs(10))?
+            .elements()
+        {
+            if let Offset::Offset(o) = e.offset() {
+                committed.insert(e.partition(), o);
+            }
+        }
+    }
+    let mut ends = std::collections::HashMap::new();
+    let mut all_ends = Vec::new();
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        all_ends.push((p, high));
+        let start = committed.get(&p).copied().unwrap_or(low).max(low);
+        if high > start {
+            ends.insert(p, high);
+            list.add_partition_offset(topic, p, Offset::Offset(start))?;
         }
     }
     let mut records = Vec::new();
     if ends.is_empty() {
-        return Ok(records);
+        return Ok((records, all_ends));
     }
     consumer.assign(&list)?;
     let deadline = std::time::Instant::now() + timeout;
@@ -132,6 +167,7 @@ pub fn read_all(
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().unwrap_or_default().to_vec(),
             headers,
+            timestamp: m.timestamp().to_millis(),
         });
         if ends
             .get(&m.partition())
@@ -141,5 +177,31 @@ pub fn read_all(
         }
     }
     records.sort_by_key(|r| (r.partition, r.offset));
-    Ok(records)
+    Ok((records, all_ends))
+}
+
+/// A partition and its end (the offset after its last message) when it was read.
+pub type PartitionEnd = (i32, i64);
+
+/// Commits `ends` of `topic` for `group`, as [`read_tail`] returned them.
+pub fn commit_ends(
+    config: &ClientConfig,
+    group: &str,
+    topic: &str,
+    ends: &[PartitionEnd],
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut list = TopicPartitionList::new();
+    for (p, end) in ends {
+        list.add_partition_offset(topic, *p, Offset::Offset(*end))?;
+    }
+    consumer.commit(&list, CommitMode::Sync)?;
+    Ok(())
 }

@@ -5,22 +5,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 
+use super::FilterArgs;
 use crate::cli::{heading, KafkaArgs};
-use crate::dlq::inspect::{Entry, Filter, Summary};
+use crate::dlq::inspect::{Entry, Summary};
 use crate::source::topics;
-
-/// `dual-indexer dlq …`.
-#[derive(Debug, Subcommand)]
-pub enum DlqCommand {
-    /// Count the dead letters by class, reason (Elasticsearch's error type) and source partition,
-    /// with the oldest and newest origin; or, with --entries, print them with their headers.
-    #[command(
-        after_help = "Exit codes: 0 the topic was read (whatever it holds), 2 error.\n\nExamples:\n  dual-indexer dlq show --topic commands\n  dual-indexer dlq show --topic commands --entries --class mapping --json\n  dual-indexer dlq show --dlq-topic commands.dlq --source-partition 2 --from-offset 1000 --entries"
-    )]
-    Show(Box<DlqShowArgs>),
-}
 
 /// `dual-indexer dlq show`.
 #[derive(Debug, Args)]
@@ -39,29 +29,15 @@ pub struct DlqShowArgs {
     /// JSON: the counts as one object, or one object per entry with --entries.
     #[arg(long, help_heading = heading::REPORT)]
     pub json: bool,
-    /// Only entries of this class (decode, transform, mapping, request_refused, retries_exhausted).
-    #[arg(long, help_heading = heading::REPORT)]
-    pub class: Option<String>,
-    /// Only entries Elasticsearch refused with this error type (strict_dynamic_mapping_exception, …).
-    #[arg(long, help_heading = heading::REPORT)]
-    pub es_type: Option<String>,
-    /// Only commands from this partition of the command topic.
-    #[arg(long, help_heading = heading::REPORT)]
-    pub source_partition: Option<i32>,
-    /// Only commands at or after this offset.
-    #[arg(long, help_heading = heading::REPORT)]
-    pub from_offset: Option<i64>,
-    /// Only commands at or before this offset.
-    #[arg(long, help_heading = heading::REPORT)]
-    pub to_offset: Option<i64>,
+    #[command(flatten, next_help_heading = heading::REPORT)]
+    pub filter: FilterArgs,
     /// Seconds to read the topic for before giving up.
     #[arg(long, default_value_t = 120, help_heading = heading::REPORT)]
     pub timeout_secs: u64,
 }
 
 /// Runs `dlq show`.
-pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
-    let DlqCommand::Show(args) = command;
+pub async fn run(args: DlqShowArgs) -> anyhow::Result<ExitCode> {
     let topic = args
         .dlq_topic
         .clone()
@@ -72,13 +48,7 @@ pub async fn run(command: DlqCommand) -> anyhow::Result<ExitCode> {
     let read = topic.clone();
     let records =
         tokio::task::spawn_blocking(move || topics::read_all(&config, &read, timeout)).await??;
-    let filter = Filter {
-        class: args.class.clone(),
-        es_type: args.es_type.clone(),
-        source_partition: args.source_partition,
-        from_offset: args.from_offset,
-        to_offset: args.to_offset,
-    };
+    let filter = args.filter.filter();
     let entries: Vec<Entry> = records
         .iter()
         .map(Entry::from_record)
