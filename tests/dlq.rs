@@ -10,6 +10,15 @@ use dual_indexer::generate::{GeneratedMessage, Poison};
 use serde_json::{json, Value};
 use support::*;
 
+/// Replays `topic` into `index` until caught up.
+fn replay(stack: &Stack, topic: &str, group: &str, index: &str) {
+    let mut child = indexer()
+        .args(run_args(stack, topic, group, index))
+        .arg("--until-caught-up")
+        .guarded();
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(180)).success());
+}
+
 fn dlq_show(stack: &Stack, topic: &str, extra: &[&str]) -> String {
     let out = indexer()
         .args(["dlq", "show", "--brokers", &stack.brokers, "--topic", topic])
@@ -26,11 +35,7 @@ async fn dlq_show_counts_and_lists_exactly_the_planted_poison() {
     let (topic, index, group) = (unique("dlq-show"), unique("tags-v2-dlq"), unique("indexer"));
     let messages = generated(1_500, 400, 9, 100);
     produce_topic(&stack, &topic, 3, &messages).await;
-    let mut child = indexer()
-        .args(run_args(&stack, &topic, &group, &index))
-        .arg("--until-caught-up")
-        .guarded();
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(180)).success());
+    replay(&stack, &topic, &group, &index);
 
     // What was planted, by the generator's labels: class per poison payload, and where each sits.
     let classes: BTreeMap<&[u8], &str> = messages
@@ -203,11 +208,7 @@ async fn a_redrive_after_the_mapping_is_fixed_reaches_the_oracle_and_moves_the_r
     );
     let messages = generated(1_500, 400, 12, 60);
     produce_topic(&stack, &topic, 3, &messages).await;
-    let mut child = indexer()
-        .args(run_args(&stack, &topic, &group, &index))
-        .arg("--until-caught-up")
-        .guarded();
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(180)).success());
+    replay(&stack, &topic, &group, &index);
     let records = read_topic(&stack, &topic);
     let label: BTreeMap<&[u8], Poison> = messages
         .iter()
@@ -328,11 +329,7 @@ async fn a_redriven_upsert_never_brings_back_a_document_deleted_since() {
         })
         .collect();
     produce_topic(&stack, &topic, 1, &messages).await;
-    let mut child = indexer()
-        .args(run_args(&stack, &topic, &group, &index))
-        .arg("--until-caught-up")
-        .guarded();
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(120)).success());
+    replay(&stack, &topic, &group, &index);
     let redrive_group = unique("redrive");
 
     // With the cause not fixed and --keep: both refused again, nothing moved, nothing committed.

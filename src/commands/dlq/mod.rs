@@ -31,6 +31,26 @@ pub enum DlqCommand {
     Redrive(Box<DlqRedriveArgs>),
 }
 
+/// Which dead-letter topic a `dlq` subcommand reads.
+#[derive(Debug, Args, Clone)]
+pub struct DlqTopicArgs {
+    /// The command topic; the dead-letter topic is its name with `.dlq` appended.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands")]
+    pub topic: String,
+    /// The dead-letter topic, when it is not the command topic's name with `.dlq`.
+    #[arg(long, env = "DUAL_INDEXER_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+}
+
+impl DlqTopicArgs {
+    /// The dead-letter topic's name.
+    pub fn name(&self) -> String {
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
+    }
+}
+
 /// Which entries a `dlq` subcommand takes.
 #[derive(Debug, Args, Clone)]
 pub struct FilterArgs {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use super::FilterArgs;
+use super::{DlqTopicArgs, FilterArgs};
 use crate::cli::{heading, EnvelopeArgs, EsArgs, KafkaArgs};
 use crate::dlq::inspect::Entry;
 use crate::dlq::{DeadLetter, DeadLetterQueue, ErrorClass};
@@ -35,12 +35,8 @@ const BATCH: usize = 500;
 pub struct DlqRedriveArgs {
     #[command(flatten, next_help_heading = heading::KAFKA)]
     pub kafka: KafkaArgs,
-    /// The command topic; the dead-letter topic is its name with `.dlq` appended.
-    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands", help_heading = heading::KAFKA)]
-    pub topic: String,
-    /// The dead-letter topic to redrive, when it is not the command topic's name with `.dlq`.
-    #[arg(long, env = "DUAL_INDEXER_DLQ_TOPIC", help_heading = heading::KAFKA)]
-    pub dlq_topic: Option<String>,
+    #[command(flatten, next_help_heading = heading::KAFKA)]
+    pub topics: DlqTopicArgs,
     /// Where entries refused again go. Default: the dead-letter topic's name with `.2` appended
     /// (`.3` after a `.2`, and so on).
     #[arg(long, help_heading = heading::KAFKA)]
@@ -141,10 +137,7 @@ pub async fn run(args: DlqRedriveArgs, security: &ClusterSecurity) -> anyhow::Re
         .envelope
         .plan()
         .map_err(|e| anyhow::anyhow!("the envelope mapping: {e}"))?;
-    let topic = args
-        .dlq_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}.dlq", args.topic));
+    let topic = args.topics.name();
     let next_topic = args
         .next_dlq_topic
         .clone()

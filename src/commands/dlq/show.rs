@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::FilterArgs;
+use super::{DlqTopicArgs, FilterArgs};
 use crate::cli::{heading, KafkaArgs};
 use crate::dlq::inspect::{Entry, Summary};
 use crate::source::topics;
@@ -17,12 +17,8 @@ use crate::source::topics;
 pub struct DlqShowArgs {
     #[command(flatten, next_help_heading = heading::KAFKA)]
     pub kafka: KafkaArgs,
-    /// The command topic; the dead-letter topic is its name with `.dlq` appended.
-    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands", help_heading = heading::KAFKA)]
-    pub topic: String,
-    /// The dead-letter topic, when it is not the command topic's name with `.dlq`.
-    #[arg(long, env = "DUAL_INDEXER_DLQ_TOPIC", help_heading = heading::KAFKA)]
-    pub dlq_topic: Option<String>,
+    #[command(flatten, next_help_heading = heading::KAFKA)]
+    pub topics: DlqTopicArgs,
     /// Print the entries (headers, key and payload) instead of the counts.
     #[arg(long, help_heading = heading::REPORT)]
     pub entries: bool,
@@ -38,10 +34,7 @@ pub struct DlqShowArgs {
 
 /// Runs `dlq show`.
 pub async fn run(args: DlqShowArgs) -> anyhow::Result<ExitCode> {
-    let topic = args
-        .dlq_topic
-        .clone()
-        .unwrap_or_else(|| format!("{}.dlq", args.topic));
+    let topic = args.topics.name();
     let config = args.kafka.client_config()?;
     tracing::info!(topic = %topic, "reading the dead-letter topic up to its end");
     let timeout = Duration::from_secs(args.timeout_secs);
