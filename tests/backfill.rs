@@ -195,20 +195,7 @@ async fn a_killed_backfill_resumes_without_rereading_finished_slices() {
     ];
     let mut first = indexer().args(&args).args(slow).guarded();
     let checkpoint_path = dir.join("checkpoint.json");
-    wait_for(
-        "two finished slices and one half-copied",
-        Duration::from_secs(120),
-        || {
-            let c: Value = serde_json::from_slice(&std::fs::read(&checkpoint_path).ok()?).ok()?;
-            let slices = c["slices"].as_array()?;
-            let done = slices.iter().filter(|s| s["done"] == true).count();
-            let partial = slices
-                .iter()
-                .filter(|s| s["done"] == false && s["read"].as_u64() > Some(0))
-                .count();
-            (done >= 2 && partial >= 1).then_some(())
-        },
-    );
+    await_partial_backfill(&checkpoint_path);
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let snapshot: Value =

@@ -294,20 +294,7 @@ async fn a_killed_backfill_from_elasticsearch_6_8_restarts_only_its_unfinished_s
         "1500",
     ];
     let mut first = indexer().args(&args).args(slow).guarded();
-    wait_for(
-        "two finished slices and one half-copied",
-        Duration::from_secs(120),
-        || {
-            let c: Value = serde_json::from_slice(&std::fs::read(&checkpoint).ok()?).ok()?;
-            let slices = c["slices"].as_array()?;
-            let done = slices.iter().filter(|s| s["done"] == true).count();
-            let partial = slices
-                .iter()
-                .filter(|s| s["done"] == false && s["read"].as_u64() > Some(0))
-                .count();
-            (done >= 2 && partial >= 1).then_some(())
-        },
-    );
+    await_partial_backfill(&checkpoint);
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let at_kill: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();

@@ -714,3 +714,22 @@ impl std::ops::DerefMut for Guarded {
         &mut self.0
     }
 }
+
+/// Waits until a backfill's checkpoint shows two finished slices and one partly copied, so that a
+/// kill lands mid-way.
+pub fn await_partial_backfill(checkpoint: &std::path::Path) {
+    wait_for(
+        "two finished slices and one half-copied",
+        Duration::from_secs(120),
+        || {
+            let c: Value = serde_json::from_slice(&std::fs::read(checkpoint).ok()?).ok()?;
+            let slices = c["slices"].as_array()?;
+            let done = slices.iter().filter(|s| s["done"] == true).count();
+            let partial = slices
+                .iter()
+                .filter(|s| s["done"] == false && s["read"].as_u64() > Some(0))
+                .count();
+            (done >= 2 && partial >= 1).then_some(())
+        },
+    );
+}
