@@ -503,3 +503,82 @@ async fn an_idle_indexer_commits_at_once_rather_than_at_its_next_commit_tick() {
     let status = wait_with_timeout(&mut child, Duration::from_secs(60));
     assert!(status.success(), "exit {status}");
 }
+
+/// The sums of the statsd lines named `name` (`dual_indexer.<name>:<count>|c|#tags`), and how many
+/// lines there were.
+fn statsd_sum(lines: &[String], name: &str) -> (u64, usize) {
+    let prefix = format!("dual_indexer.{name}:");
+    let counts: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.split('|').next().unwrap().parse().unwrap())
+        .collect();
+    (counts.iter().sum(), counts.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statsd_gets_every_count_of_a_run_summed_per_commit_tick() {
+    let stack = stack();
+    let (topic, index, group) = (unique("statsd"), unique("statsd"), unique("statsd"));
+    let commands = 3_000;
+    let messages = generate::messages(&GeneratorSpec {
+        poison_every: 0,
+        ..spec(commands, 500, 41)
+    });
+    produce_topic(&stack, &topic, 3, &messages).await;
+    // The agent reads while the run goes on: datagrams beyond its receive buffer would be lost.
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let address = agent.local_addr().unwrap().to_string();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listening = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let (mut lines, mut datagram) = (Vec::new(), vec![0u8; 65_536]);
+            loop {
+                match agent.recv(&mut datagram) {
+                    Ok(n) => lines.extend(
+                        String::from_utf8_lossy(&datagram[..n])
+                            .lines()
+                            .map(str::to_owned),
+                    ),
+                    Err(_) if done.load(std::sync::atomic::Ordering::SeqCst) => return lines,
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let mut args = run_args(&stack, &topic, &group, &index);
+    args.extend(["--statsd".into(), address.clone()]);
+    run_until_caught_up(&args);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let lines = listening.join().unwrap();
+    let (consumed, consumed_lines) = statsd_sum(&lines, "messages.consumed");
+    assert_eq!(
+        consumed,
+        commands as u64,
+        "every message counted, the last ones too; statsd got {} lines: {:?}",
+        lines.len(),
+        lines
+            .iter()
+            .filter_map(|l| l.split(':').next())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let finished: u64 = [
+        "documents.indexed",
+        "documents.deleted",
+        "documents.already_applied",
+    ]
+    .iter()
+    .map(|name| statsd_sum(&lines, name).0)
+    .sum();
+    assert_eq!(finished, commands as u64, "every write counted once");
+
+    // Three partitions, a commit tick a second: a handful of lines, not one per message.
+    assert!(
+        consumed_lines < 100,
+        "{consumed_lines} lines for {commands} messages: the counts are not summed per tick"
+    );
+}

@@ -415,7 +415,9 @@ impl Plan {
 fn scalar_text<'a>(raw: &'a RawValue, at: &Pointer) -> Result<Cow<'a, str>, Rejection> {
     let text = raw.get();
     match text.as_bytes().first() {
-        Some(b'"') if !text.contains('\\') => Ok(Cow::Borrowed(&text[1..text.len() - 1])),
+        Some(b'"') if !crate::command::has_escape(text) => {
+            Ok(Cow::Borrowed(&text[1..text.len() - 1]))
+        }
         Some(b'"') => serde_json::from_str::<Text<'a>>(text)
             .map(|t| t.0)
             .map_err(|e| Rejection::Decode(format!("{at}: {e}"))),

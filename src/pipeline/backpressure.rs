@@ -25,8 +25,6 @@ impl Pipeline {
             bytes: self.batcher.held_bytes(),
             max_bytes: self.max_bytes,
         };
-        metrics::gauge!("pipeline.pending").set(pending as f64);
-        metrics::gauge!("pipeline.held_bytes").set(load.bytes as f64);
         let now = tokio::time::Instant::now();
         let wanted = self.flow.next(load, now, self.hold_limit);
         let (was_paused, pause) = (self.flow == Flow::Paused, wanted == Flow::Paused);

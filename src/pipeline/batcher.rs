@@ -43,23 +43,27 @@ pub struct Batcher {
     in_flight: usize,
     /// Bytes of the batches sealed and not yet finished (queued or in flight).
     sealed_bytes: usize,
+    /// The body capacity a new batch starts with: the last sealed body's size and a quarter
+    /// more, so a steady stream fills its batches without growing them, and a trickle of
+    /// single documents does not allocate a full-sized body (7.5 MB by default) for each.
+    body_hint: usize,
 }
+
+/// The smallest body a batch starts with.
+const MIN_BODY: usize = 16 << 10;
 
 impl Batcher {
     /// An empty batcher.
     pub fn new(limits: Limits) -> Self {
         Self {
-            open: Self::empty(&limits),
+            open: Batch::with_capacity(MIN_BODY, limits.max_docs),
             limits,
             deadline: None,
             ready: VecDeque::new(),
             in_flight: 0,
             sealed_bytes: 0,
+            body_hint: MIN_BODY,
         }
-    }
-
-    fn empty(limits: &Limits) -> Batch<Ticket> {
-        Batch::with_capacity(limits.max_bytes.min(16 << 20), limits.max_docs)
     }
 
     /// Adds a write to the open batch, sealing it once full; true if it was sealed.
@@ -87,7 +91,11 @@ impl Batcher {
         if self.open.is_empty() {
             return;
         }
-        let sealed = std::mem::replace(&mut self.open, Self::empty(&self.limits));
+        let sealed_len = self.open.body().len();
+        self.body_hint =
+            (sealed_len + sealed_len / 4).clamp(MIN_BODY, self.limits.max_bytes.max(MIN_BODY));
+        let fresh = Batch::with_capacity(self.body_hint, self.limits.max_docs);
+        let sealed = std::mem::replace(&mut self.open, fresh);
         self.sealed_bytes += sealed.held_bytes();
         self.ready.push_back(sealed);
     }

@@ -11,6 +11,7 @@
 //! flow its backpressure state ([`flow`]), the statistics their counters ([`stats`]). Bulk
 //! requests and dead-letter writes run as spawned tasks whose results come back to the loop.
 
+mod alarm;
 mod backpressure;
 pub mod batcher;
 pub mod flow;
@@ -34,6 +35,7 @@ use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
 use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
 use crate::source::offsets::Ticket;
 use crate::status::StatusBoard;
+use alarm::Alarm;
 use batcher::{Batcher, Limits};
 use flow::Flow;
 use joining::Joining;
@@ -84,6 +86,10 @@ pub struct Pipeline {
     board: Arc<StatusBoard>,
     stats: RunStats,
     joining: Joining,
+    /// The open batch's linger, the idle commit and the end of a hold, kept across iterations.
+    linger: Alarm,
+    idle_commit: Alarm,
+    hold_end: Alarm,
 }
 
 impl Pipeline {
@@ -117,6 +123,9 @@ impl Pipeline {
             board,
             stats: RunStats::new(&settings.topic),
             joining: Joining::new(std::time::Instant::now()),
+            linger: Alarm::default(),
+            idle_commit: Alarm::default(),
+            hold_end: Alarm::default(),
             settings,
         }
     }
@@ -159,6 +168,10 @@ impl Pipeline {
                 Event::Linger => self.seal(),
                 Event::Commit => {
                     self.source.commit();
+                    // Statsd is told once a tick, not on every message (see `stats`).
+                    self.stats.flush();
+                    metrics::gauge!("pipeline.pending").set(self.source.pending() as f64);
+                    metrics::gauge!("pipeline.held_bytes").set(self.batcher.held_bytes() as f64);
                     self.board.pipeline_tick(self.stats.counters(self.gauges()));
                     self.board.holding(self.sink.holding());
                     self.say_if_not_joined();
@@ -207,9 +220,10 @@ impl Pipeline {
         let Self {
             source,
             tasks,
-            stats,
+            mut stats,
             ..
         } = self;
+        stats.flush();
         drop(tasks);
         let unfinished = source.close().await;
         let ending = outcome?;
@@ -227,12 +241,13 @@ impl Pipeline {
         progress_tick: &mut tokio::time::Interval,
         until_caught_up: &mut Option<watch::Receiver<Sampled>>,
     ) -> Event<'r> {
-        let deadline = self.batcher.deadline();
-        let idle_commit_at = self.source.idle_commit_at();
+        self.linger.set(self.batcher.deadline());
+        self.idle_commit.set(self.source.idle_commit_at());
         let (reading, hold_until) = match self.flow {
             Flow::Holding { until } => (false, Some(until)),
             Flow::Reading | Flow::Paused => (true, None),
         };
+        self.hold_end.set(hold_until);
         let lag_changed = async {
             match until_caught_up.as_mut() {
                 Some(rx) => rx.changed().await,
@@ -244,12 +259,12 @@ impl Pipeline {
             _ = shutdown => Event::Shutdown,
             Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
             _ = self.source.commit_finished() => Event::Committed,
-            _ = sleep_until(idle_commit_at) => Event::IdleCommit,
-            _ = sleep_until(deadline) => Event::Linger,
+            _ = self.idle_commit.ring() => Event::IdleCommit,
+            _ = self.linger.ring() => Event::Linger,
             _ = commit_tick.tick() => Event::Commit,
             changed = lag_changed => Event::LagStatus(changed),
             _ = progress_tick.tick() => Event::Progress,
-            _ = sleep_until(hold_until) => Event::HoldExpired,
+            _ = self.hold_end.ring() => Event::HoldExpired,
             message = reader.recv(), if reading => Event::Message(message),
         }
     }
@@ -384,12 +399,5 @@ impl Pipeline {
             }
         }
         Ok(())
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -22,11 +22,25 @@ pub struct Summary {
     pub unfinished: u64,
 }
 
+/// One partition's counters, and the counts not yet handed to them.
+///
+/// A statsd counter formats and queues a line on every increment, so the loop counts messages
+/// in plain integers and hands the sums to the counters once per commit tick
+/// ([`RunStats::flush`]): one line per counter and tick instead of one per message.
 struct PartitionMetrics {
     consumed: metrics::Counter,
     indexed: metrics::Counter,
     deleted: metrics::Counter,
     already_applied: metrics::Counter,
+    unflushed: Unflushed,
+}
+
+#[derive(Default)]
+struct Unflushed {
+    consumed: u64,
+    indexed: u64,
+    deleted: u64,
+    already_applied: u64,
 }
 
 impl PartitionMetrics {
@@ -40,6 +54,21 @@ impl PartitionMetrics {
             indexed: metrics::counter!("documents.indexed", &labels),
             deleted: metrics::counter!("documents.deleted", &labels),
             already_applied: metrics::counter!("documents.already_applied", &labels),
+            unflushed: Unflushed::default(),
+        }
+    }
+
+    fn flush(&mut self) {
+        let counts = std::mem::take(&mut self.unflushed);
+        for (counter, count) in [
+            (&self.consumed, counts.consumed),
+            (&self.indexed, counts.indexed),
+            (&self.deleted, counts.deleted),
+            (&self.already_applied, counts.already_applied),
+        ] {
+            if count > 0 {
+                counter.increment(count);
+            }
         }
     }
 }
@@ -80,17 +109,27 @@ impl RunStats {
         }
     }
 
-    fn partition(&mut self, partition: i32) -> &PartitionMetrics {
+    fn partition(&mut self, partition: i32) -> &mut Unflushed {
         let topic = &self.topic;
-        self.metrics
+        let entry = self
+            .metrics
             .entry(partition)
-            .or_insert_with(|| PartitionMetrics::new(topic, partition))
+            .or_insert_with(|| PartitionMetrics::new(topic, partition));
+        &mut entry.unflushed
+    }
+
+    /// Hands the counts since the last flush to the metrics (once per commit tick, and at the
+    /// end of the run).
+    pub fn flush(&mut self) {
+        for partition in self.metrics.values_mut() {
+            partition.flush();
+        }
     }
 
     /// A message was received from `partition`.
     pub fn consumed(&mut self, partition: i32) {
         self.summary.consumed += 1;
-        self.partition(partition).consumed.increment(1);
+        self.partition(partition).consumed += 1;
     }
 
     /// A write of `partition` became final with `outcome` (dead letters count once written).
@@ -98,15 +137,15 @@ impl RunStats {
         match outcome {
             ItemOutcome::Applied(OpKind::Index) => {
                 self.summary.indexed += 1;
-                self.partition(partition).indexed.increment(1);
+                self.partition(partition).indexed += 1;
             }
             ItemOutcome::Applied(OpKind::Delete) => {
                 self.summary.deleted += 1;
-                self.partition(partition).deleted.increment(1);
+                self.partition(partition).deleted += 1;
             }
             ItemOutcome::AlreadyApplied => {
                 self.summary.already_applied += 1;
-                self.partition(partition).already_applied.increment(1);
+                self.partition(partition).already_applied += 1;
             }
             ItemOutcome::DeadLetter(_) | ItemOutcome::Revoked => {}
         }
