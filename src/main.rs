@@ -68,6 +68,7 @@ fn main() -> ExitCode {
     // The command's work is done and its final commit made. A blocking task still running (a lag
     // sample waiting on a slow broker) has nothing left to contribute: do not let it hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    telemetry::flush_statsd(Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -1,11 +1,16 @@
 //! Logs and metrics: `tracing` to stderr (text or JSON), `metrics` to statsd.
 //!
 //! Metric names are relative; the statsd exporter adds the prefix (`dual_indexer` by default),
-//! and labels become DogStatsD tags (`topic`, `partition`, `class`, `result`).
+//! and labels become DogStatsD tags (`topic`, `partition`, `class`, `result`). Metrics are
+//! queued and sent in datagrams of up to 1,432 bytes; [`flush_statsd`] sends what is left when
+//! the process ends, so a run's last counts are not lost with it.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
+use cadence::{BufferedUdpMetricSink, MetricSink, QueuingMetricSink};
 use metrics_exporter_statsd::StatsdBuilder;
 use tracing_subscriber::EnvFilter;
 
@@ -76,15 +81,55 @@ pub fn init_statsd(address: &str, prefix: &str) -> anyhow::Result<()> {
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
         .ok_or_else(|| anyhow::anyhow!("statsd address `{address}` is not HOST:PORT"))?;
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|e| anyhow::anyhow!("statsd exporter for {address}: a local UDP socket: {e}"))?;
+    let datagrams = BufferedUdpMetricSink::with_capacity((host, port), socket, 1432)
+        .map_err(|e| anyhow::anyhow!("statsd exporter for {address}: {e}"))?;
+    let queue = Arc::new(QueuingMetricSink::with_capacity(datagrams, 65_536));
+    // Only the first call keeps its queue; the process installs one recorder.
+    let _ = STATSD_QUEUE.set(Arc::clone(&queue));
     let recorder = StatsdBuilder::from(host, port)
-        .with_queue_size(65_536)
-        .with_buffer_size(1432)
+        .with_sink(SharedQueue(queue))
         .histogram_is_timer()
         .build(Some(prefix))
         .map_err(|e| anyhow::anyhow!("statsd exporter for {address}: {e}"))?;
     metrics::set_global_recorder(recorder)
         .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
     Ok(())
+}
+
+/// The statsd queue, kept to be flushed at exit.
+static STATSD_QUEUE: OnceLock<Arc<QueuingMetricSink>> = OnceLock::new();
+
+/// The exporter's sink: the queue, shared with [`flush_statsd`].
+struct SharedQueue(Arc<QueuingMetricSink>);
+
+impl MetricSink for SharedQueue {
+    fn emit(&self, metric: &str) -> std::io::Result<usize> {
+        self.0.emit(metric)
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Sends the metrics still queued or buffered, waiting up to `limit` for the queue to drain: the
+/// last datagram of a run (up to 1,432 bytes of counts) would otherwise end with the process.
+pub fn flush_statsd(limit: Duration) {
+    let Some(queue) = STATSD_QUEUE.get() else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while queue.queued() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The queue counts a metric as drained just before handing it to the buffer.
+    std::thread::sleep(Duration::from_millis(10));
+    if let Err(e) = queue.flush() {
+        tracing::warn!(error = %e, "could not send the last metrics to statsd");
+    }
 }
 
 /// A progress bar on stderr for a long job over `total` items: position, rate and ETA. It draws
@@ -101,4 +146,30 @@ pub fn progress_bar(total: u64, job: &str, items: &str) -> indicatif::ProgressBa
     }
     bar.set_message(job.to_owned());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test of this binary that installs the global recorder.
+    #[test]
+    fn what_is_still_buffered_is_sent_by_the_flush_at_exit() {
+        let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        agent
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        init_statsd(&agent.local_addr().unwrap().to_string(), "flush_test").unwrap();
+        // One line, far from filling a datagram: without the flush it stays in the buffer.
+        metrics::counter!("exit.counted").increment(3);
+        flush_statsd(Duration::from_secs(1));
+        let mut datagram = vec![0u8; 2048];
+        let n = agent
+            .recv(&mut datagram)
+            .expect("a datagram after the flush");
+        assert_eq!(
+            String::from_utf8_lossy(&datagram[..n]).trim_end(),
+            "flush_test.exit.counted:3|c"
+        );
+    }
 }
