@@ -6,7 +6,8 @@
 //!    bodies pre-built, `--batch` per request, `--in-flight` requests at once, into a fresh index.
 //! 3. Runs the release `dual-indexer backfill` binary with `--slices 1`, then `--slices 4`, each
 //!    into a fresh index, and times each run from spawn to exit.
-//! 4. Prints docs/s of each and its ratio to the raw capacity.
+//! 4. Checks that each copy holds exactly the documents the tests' oracle (`tests/support`)
+//!    computes from the commands, and prints docs/s of each and its ratio to the raw capacity.
 //!
 //! ```text
 //! scripts/stack.sh up && eval "$(scripts/stack.sh env)"
@@ -15,6 +16,8 @@
 //! ```
 
 mod bench_support;
+#[path = "../tests/support/oracle.rs"]
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -153,6 +156,12 @@ async fn main() -> anyhow::Result<()> {
     let raw_rate = o.docs as f64 / raw_secs;
     eprintln!("raw bulk capacity: {raw_rate:.0} docs/s ({raw_secs:.2}s)");
 
+    let expected = support::expected(
+        &commands
+            .iter()
+            .map(|c| serde_json::from_slice(c))
+            .collect::<Result<Vec<serde_json::Value>, _>>()?,
+    );
     let mut rows = Vec::new();
     for slices in [1, 4] {
         let index = format!("bench-backfill-{slices}-{run}");
@@ -173,11 +182,13 @@ async fn main() -> anyhow::Result<()> {
             .status()?;
         let secs = started.elapsed().as_secs_f64();
         anyhow::ensure!(status.success(), "backfill with {slices} slices: {status}");
-        let copied = es::count(&new, &index).await?;
-        anyhow::ensure!(
-            copied == o.docs as u64,
-            "backfill with {slices} slices copied {copied} of {} documents",
-            o.docs
+        // Every document equal to the oracle's (the tests' own, from the commands), not only
+        // their number.
+        support::assert_index_equals(&new_url, &index, &expected).await;
+        println!(
+            "end state, {slices} slice{}   {} documents, equal to the oracle's",
+            if slices == 1 { " " } else { "s" },
+            expected.len()
         );
         es::request(&new, Method::Delete, &format!("/{index}"), None).await?;
         let _ = std::fs::remove_file(&checkpoint);

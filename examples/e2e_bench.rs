@@ -10,19 +10,29 @@
 //!    times it until the group's committed offsets reach the high watermarks (polled every 100 ms
 //!    by one client). Then it stops the indexer with SIGTERM and reads its CPU time from the
 //!    kernel (`wait4`) and its peak RSS from `/proc`.
-//! 4. Prints the ratio indexer/raw, CPU time per command and peak RSS.
+//! 4. Checks that the index holds exactly the documents the tests' oracle computes from the
+//!    topic (`tests/support`), then prints the ratio indexer/raw, CPU time per command and peak
+//!    RSS.
 //!
-//! With `--backlog-rss-secs N` it skips the raw phase and instead lets the indexer work on the
-//! whole backlog for N seconds, then reports its peak RSS and how far it got: run it with a 20k
-//! and a 200k backlog to see that memory follows the in-flight budget, not the backlog.
+//! `--mode memory` skips the raw phase: the indexer replays the whole backlog, its end state is
+//! checked, and it reports its peak RSS. Run it with a 20k and a 200k backlog to see that memory
+//! follows the in-flight budget, not the backlog.
+//!
+//! `--mode ceiling` measures the indexer's own ceiling, with no Elasticsearch to wait for: it
+//! writes into the bench sink (`bench_support/sink.rs`, `_bulk` answered at memory speed), and
+//! its rate is set against a bare rdkafka consumer of the same topic, measured before and after
+//! it in the same run. The sink must have answered every command exactly once.
 //!
 //! ```text
 //! scripts/stack.sh up && eval "$(scripts/stack.sh env)"
 //! cargo build --release --bin dual-indexer
 //! cargo run --release --example e2e_bench -- --count 40000 --ids 20000
+//! cargo run --release --example e2e_bench -- --mode ceiling --count 200000 --ids 50000
 //! ```
 
 mod bench_support;
+#[path = "../tests/support/oracle.rs"]
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -38,6 +48,17 @@ use elasticsearch::http::Method;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::ClientConfig;
 
+/// What a run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The indexer against the stand-in's raw bulk capacity for the same writes.
+    Ratio,
+    /// The indexer's peak memory through the whole backlog, and nothing else.
+    Memory,
+    /// The indexer into the bench sink against a bare consumer of the same topic.
+    Ceiling,
+}
+
 struct Options {
     count: usize,
     ids: usize,
@@ -45,7 +66,7 @@ struct Options {
     batch: usize,
     in_flight: usize,
     indexer: String,
-    backlog_rss_secs: Option<u64>,
+    mode: Mode,
 }
 
 fn options() -> Options {
@@ -56,7 +77,7 @@ fn options() -> Options {
         batch: 1_000,
         in_flight: 4,
         indexer: "target/release/dual-indexer".into(),
-        backlog_rss_secs: None,
+        mode: Mode::Ratio,
     };
     for flag in bench_support::flags() {
         match flag.name.as_str() {
@@ -66,8 +87,15 @@ fn options() -> Options {
             "--batch" => o.batch = flag.number(),
             "--in-flight" => o.in_flight = flag.number(),
             "--indexer" => o.indexer = flag.value.clone(),
-            "--backlog-rss-secs" => o.backlog_rss_secs = Some(flag.number() as u64),
-            other => panic!("unknown option {other}; accepted: --count --ids --tags --batch --in-flight --indexer --backlog-rss-secs"),
+            "--mode" => {
+                o.mode = match flag.value.as_str() {
+                    "ratio" => Mode::Ratio,
+                    "memory" => Mode::Memory,
+                    "ceiling" => Mode::Ceiling,
+                    other => panic!("--mode takes ratio, memory or ceiling, got `{other}`"),
+                }
+            }
+            other => panic!("unknown option {other}; accepted: --count --ids --tags --batch --in-flight --indexer --mode"),
         }
     }
     o
@@ -78,8 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let o = &options();
     let brokers = bench_support::env("KAFKA_BROKERS");
     let es_url = bench_support::env("NEW_ES_URL");
-    let run = std::process::id();
-    let topic = format!("bench-{run}");
+    let topic = format!("bench-{}", std::process::id());
     let mut kafka = ClientConfig::new();
     kafka.set("bootstrap.servers", &brokers);
 
@@ -93,18 +120,44 @@ async fn main() -> anyhow::Result<()> {
     dual_indexer::source::topics::ensure_topic(&kafka, &topic, 3).await?;
     generate::produce(&kafka, &topic, &messages).await?;
     eprintln!("produced {} commands to {topic}", messages.len());
-
-    let client = es::client(&es_url, Duration::from_secs(120))?;
-    if let Some(secs) = o.backlog_rss_secs {
-        return backlog_rss(o, &brokers, &es_url, &topic, &kafka, secs).await;
+    println!("commands                 {}", o.count);
+    let run = Run {
+        options: o,
+        brokers: &brokers,
+        es_url: &es_url,
+        topic: &topic,
+        kafka: &kafka,
+    };
+    match o.mode {
+        Mode::Ratio => ratio(&run).await,
+        Mode::Memory => memory(&run).await,
+        Mode::Ceiling => ceiling(&run).await,
     }
-    let raw_index = format!("bench-raw-{run}");
+}
+
+/// What every mode works with: the options, the stack and the produced topic.
+struct Run<'a> {
+    options: &'a Options,
+    brokers: &'a str,
+    es_url: &'a str,
+    topic: &'a str,
+    kafka: &'a ClientConfig,
+}
+
+/// The indexer against the stand-in's raw bulk capacity for exactly its writes, then the index
+/// against the oracle.
+async fn ratio(run: &Run<'_>) -> anyhow::Result<()> {
+    let (o, brokers, es_url, topic, kafka) =
+        (run.options, run.brokers, run.es_url, run.topic, run.kafka);
+    let pid = std::process::id();
+    let client = es::client(es_url, Duration::from_secs(120))?;
+    let raw_index = format!("bench-raw-{pid}");
     // The raw baseline sends exactly the writes the indexer sends (same ids, same versions: the
     // real partition offsets), each partition in offset order, as a consumer's fetches deliver
     // them. Interleaving the partitions message by message is the stand-in's slow case (at 40k
     // commands it fell to a fifth of the rate), and would flatter the indexer.
     let mut records =
-        dual_indexer::source::topics::read_all(&kafka, &topic, Duration::from_secs(120))?;
+        dual_indexer::source::topics::read_all(kafka, topic, Duration::from_secs(120))?;
     records.sort_by_key(|r| (r.partition, r.offset));
     let plan = Plan::builtin(Default::default());
     let bodies: Vec<Vec<u8>> = records
@@ -137,11 +190,133 @@ async fn main() -> anyhow::Result<()> {
     // the indexer (A-B-A) and the ratio is taken against their mean: neither side gets the
     // fresher server.
     let raw_before = raw_rate(&client, &raw_index, &bodies, o).await?;
+    let index = format!("bench-indexer-{pid}");
+    let indexer = replay(o, brokers, es_url, topic, &index, kafka).await?;
+    check_end_state(es_url, &index, &records).await?;
+    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
+    let raw_after = raw_rate(&client, &format!("{raw_index}-after"), &bodies, o).await?;
+    let raw_rate = (raw_before + raw_after) / 2.0;
 
-    let index = format!("bench-indexer-{run}");
-    let group_id = format!("bench-{run}");
+    println!(
+        "raw bulk capacity        {raw_rate:.0} docs/s (mean of {raw_before:.0} before and {raw_after:.0} after the indexer)"
+    );
+    let rate = indexer.rate(o.count);
+    println!("dual-indexer             {rate:.0} commands/s");
+    println!("ratio                    {:.2}x", rate / raw_rate);
+    println!(
+        "first commit after       {:.1} s (start-up, group join, first bulk requests)",
+        indexer.startup_secs
+    );
+    let steady = indexer.steady_rate(o.count);
+    println!(
+        "steady rate from then    {steady:.0} commands/s ({:.2}x raw)",
+        steady / raw_rate
+    );
+    indexer.print_costs(o.count);
+    Ok(())
+}
+
+/// The indexer through the whole backlog, with its peak memory: run with a small and a large
+/// backlog to see that memory follows the in-flight budget, not the backlog.
+async fn memory(run: &Run<'_>) -> anyhow::Result<()> {
+    let (o, brokers, es_url, topic, kafka) =
+        (run.options, run.brokers, run.es_url, run.topic, run.kafka);
+    let index = format!("bench-rss-{}", std::process::id());
+    let indexer = replay(o, brokers, es_url, topic, &index, kafka).await?;
+    let records = dual_indexer::source::topics::read_all(kafka, topic, Duration::from_secs(120))?;
+    check_end_state(es_url, &index, &records).await?;
+    let client = es::client(es_url, Duration::from_secs(120))?;
+    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
+    println!(
+        "dual-indexer             {:.0} commands/s",
+        indexer.rate(o.count)
+    );
+    indexer.print_costs(o.count);
+    Ok(())
+}
+
+/// The indexer's own ceiling: into the bench sink, against a bare consumer of the same topic
+/// measured before and after it.
+async fn ceiling(run: &Run<'_>) -> anyhow::Result<()> {
+    let (o, brokers, es_url, topic, kafka) =
+        (run.options, run.brokers, run.es_url, run.topic, run.kafka);
+    let bare = |brokers: String, topic: String, count: usize| {
+        tokio::task::spawn_blocking(move || bench_support::bare_consume(&brokers, &topic, count))
+    };
+    let bare_before = bare(brokers.into(), topic.into(), o.count).await??;
+    let sink = bench_support::sink::start(es_url).await?;
+    let index = format!("bench-sink-{}", std::process::id());
+    let indexer = replay(o, brokers, &sink.url, topic, &index, kafka).await?;
+    let actions = sink.answered.actions();
+    anyhow::ensure!(
+        actions == o.count as u64,
+        "the sink answered {actions} writes for {} commands: every command must reach it exactly once",
+        o.count
+    );
+    let client = es::client(es_url, Duration::from_secs(120))?;
+    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
+    let bare_after = bare(brokers.into(), topic.into(), o.count).await??;
+    let bare_rate = 2.0 * o.count as f64 / (bare_before + bare_after).as_secs_f64();
+    let rate = indexer.rate(o.count);
+    println!(
+        "bare consumer            {bare_rate:.0} messages/s (mean of {:.0} before and {:.0} after the indexer)",
+        o.count as f64 / bare_before.as_secs_f64(),
+        o.count as f64 / bare_after.as_secs_f64()
+    );
+    println!("dual-indexer             {rate:.0} commands/s into the bench sink");
+    println!("ratio to bare consumer   {:.2}x", rate / bare_rate);
+    println!(
+        "bulk requests            {} ({actions} writes, every command once)",
+        sink.answered
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+    indexer.print_costs(o.count);
+    Ok(())
+}
+
+/// What one indexer run cost.
+struct IndexerRun {
+    secs: f64,
+    /// When the first commit came, and how many commands it covered.
+    startup_secs: f64,
+    at_first: i64,
+    cpu_secs: f64,
+    peak_mb: f64,
+}
+
+impl IndexerRun {
+    fn rate(&self, count: usize) -> f64 {
+        count as f64 / self.secs
+    }
+
+    fn steady_rate(&self, count: usize) -> f64 {
+        (count as i64 - self.at_first) as f64 / (self.secs - self.startup_secs).max(1e-3)
+    }
+
+    fn print_costs(&self, count: usize) {
+        println!(
+            "indexer CPU              {:.2} s ({:.1} us/command)",
+            self.cpu_secs,
+            self.cpu_secs * 1e6 / count as f64
+        );
+        println!("indexer peak RSS         {:.1} MB", self.peak_mb);
+    }
+}
+
+/// Runs the release indexer on `topic` into `index` at `es_url` until the group's commits
+/// reach the high watermarks, then stops it with SIGTERM and reads what it cost.
+async fn replay(
+    o: &Options,
+    brokers: &str,
+    es_url: &str,
+    topic: &str,
+    index: &str,
+    kafka: &ClientConfig,
+) -> anyhow::Result<IndexerRun> {
+    let group_id = format!("{index}-group");
     let started = Instant::now();
-    let child = spawn_indexer(o, &brokers, &es_url, &topic, &group_id, &index)?;
+    let child = spawn_indexer(o, brokers, es_url, topic, &group_id, index)?;
     let pid = child.id() as libc::pid_t;
     // The first commit comes after start-up (connecting, joining the group, the first fetch) and
     // the first bulk requests; the steady rate counts from there.
@@ -149,7 +324,7 @@ async fn main() -> anyhow::Result<()> {
     // One long-lived client polls the group's commits: a new client per sample (as
     // `group::positions` makes) would load the broker the indexer reads from, which the raw
     // phases do not have to share.
-    let watcher = CommitWatcher::new(&kafka, &group_id, &topic)?;
+    let watcher = CommitWatcher::new(kafka, &group_id, topic)?;
     loop {
         let committed = tokio::task::block_in_place(|| watcher.committed())?;
         if first_commit.is_none() && committed > 0 {
@@ -158,44 +333,46 @@ async fn main() -> anyhow::Result<()> {
         if committed == watcher.high {
             break;
         }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the indexer committed {committed} of {} in 30 minutes",
+            watcher.high
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let indexer_secs = started.elapsed().as_secs_f64();
+    let secs = started.elapsed().as_secs_f64();
     let (startup_secs, at_first) = first_commit.unwrap_or((0.0, 0));
-    let steady_rate = (o.count as i64 - at_first) as f64 / (indexer_secs - startup_secs).max(1e-3);
-    let peak = bench_support::proc_status_mb(pid as u32, "VmHWM");
+    let peak_mb = bench_support::proc_status_mb(pid as u32, "VmHWM");
     let (status, usage) = stop(pid);
     anyhow::ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the indexer did not exit cleanly: {status}"
     );
     let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let cpu_secs = cpu(usage.ru_utime) + cpu(usage.ru_stime);
-    let indexer_rate = o.count as f64 / indexer_secs;
-    let documents = es::count(&client, &index).await?;
-    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
-    let raw_after = raw_rate(&client, &format!("{raw_index}-after"), &bodies, o).await?;
-    let raw_rate = (raw_before + raw_after) / 2.0;
+    Ok(IndexerRun {
+        secs,
+        startup_secs,
+        at_first,
+        cpu_secs: cpu(usage.ru_utime) + cpu(usage.ru_stime),
+        peak_mb,
+    })
+}
 
-    println!("commands                 {}", o.count);
-    println!("documents in the index   {documents}");
+/// Fails unless `index` holds exactly the documents the tests' oracle computes from `records`
+/// (the newest offset per id wins), and prints that it does.
+async fn check_end_state(
+    es_url: &str,
+    index: &str,
+    records: &[dual_indexer::source::topics::Record],
+) -> anyhow::Result<()> {
+    let mut records = records.to_vec();
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let expected = support::oracle(&records, &Default::default(), support::Versions::Offset);
+    support::assert_index_equals(es_url, index, &expected).await;
     println!(
-        "raw bulk capacity        {raw_rate:.0} docs/s (mean of {raw_before:.0} before and {raw_after:.0} after the indexer)"
+        "end state                {} documents, equal to the oracle's",
+        expected.len()
     );
-    println!("dual-indexer             {indexer_rate:.0} commands/s");
-    println!("ratio                    {:.2}x", indexer_rate / raw_rate);
-    println!(
-        "first commit after       {startup_secs:.1} s (start-up, group join, first bulk requests)"
-    );
-    println!(
-        "steady rate from then    {steady_rate:.0} commands/s ({:.2}x raw)",
-        steady_rate / raw_rate
-    );
-    println!(
-        "indexer CPU              {cpu_secs:.2} s ({:.1} us/command)",
-        cpu_secs * 1e6 / o.count as f64
-    );
-    println!("indexer peak RSS         {peak:.1} MB");
     Ok(())
 }
 
@@ -214,36 +391,6 @@ async fn raw_rate(
     let rate = o.count as f64 / secs;
     eprintln!("raw bulk capacity: {rate:.0} docs/s ({secs:.2}s)");
     Ok(rate)
-}
-
-/// Starts the indexer on the whole backlog, lets it run for `secs`, stops it, and reports its
-/// peak RSS and progress: memory must depend on the in-flight budget, not on the backlog.
-async fn backlog_rss(
-    o: &Options,
-    brokers: &str,
-    es_url: &str,
-    topic: &str,
-    kafka: &ClientConfig,
-    secs: u64,
-) -> anyhow::Result<()> {
-    let run = std::process::id();
-    let (index, group_id) = (format!("bench-rss-{run}"), format!("bench-rss-{run}"));
-    let child = spawn_indexer(o, brokers, es_url, topic, &group_id, &index)?;
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let peak = bench_support::proc_status_mb(child.id(), "VmHWM");
-    let (status, _) = stop(child.id() as libc::pid_t);
-    anyhow::ensure!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the indexer did not exit cleanly: {status}"
-    );
-    let positions = group::positions(kafka, &group_id, topic)?;
-    let committed: i64 = positions.iter().map(|p| p.committed.unwrap_or(0)).sum();
-    println!("backlog                  {} commands", o.count);
-    println!("replayed in {secs} s         {committed} commands");
-    println!("indexer peak RSS         {peak:.1} MB");
-    let client = es::client(es_url, Duration::from_secs(120))?;
-    es::request(&client, Method::Delete, &format!("/{index}"), None).await?;
-    Ok(())
 }
 
 /// Starts the release indexer on `topic` with the benchmark's batch size and concurrency, plus

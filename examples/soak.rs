@@ -9,8 +9,9 @@
 //! samples, every `--sample-ms`, the group's committed offsets and the indexer's resident memory
 //! (`VmRSS`) and peak (`VmHWM`) from `/proc`. It prints the memory at every tenth of the backlog,
 //! the peak, and the indexer's own summary, and fails if the indexer does not exit 0 or did not
-//! account for every command. If memory followed the backlog, the first tenth (the whole backlog
-//! still ahead) would stand far above the last (almost nothing left).
+//! account for every command, or if the index differs from the documents the tests' oracle
+//! (`tests/support`) computes from the topic. If memory followed the backlog, the first tenth
+//! (the whole backlog still ahead) would stand far above the last (almost nothing left).
 //!
 //! ```text
 //! scripts/stack.sh up && eval "$(scripts/stack.sh env)"
@@ -20,6 +21,8 @@
 //! ```
 
 mod bench_support;
+#[path = "../tests/support/oracle.rs"]
+mod support;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -199,6 +202,17 @@ async fn soak(o: &Options, phase: &Phase) -> anyhow::Result<()> {
         phase.count
     );
     report(phase, &samples, peak_mb, started.elapsed(), summary.trim());
+    // The documents equal to what was produced, not only a count: the tests' own oracle.
+    let mut records =
+        dual_indexer::source::topics::read_all(&kafka, &topic, Duration::from_secs(300))?;
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let expected = support::oracle(&records, &Default::default(), support::Versions::Offset);
+    drop(records);
+    support::assert_index_equals(&es_url, &index, &expected).await;
+    println!(
+        "end state: {} documents, equal to the oracle's",
+        expected.len()
+    );
 
     let client = es::client(&es_url, Duration::from_secs(120))?;
     es::request(&client, Method::Delete, &format!("/{index}"), None).await?;

@@ -2,6 +2,8 @@
 //! child's memory. Each example uses a part of it.
 #![allow(dead_code)]
 
+pub mod sink;
+
 use std::time::{Duration, Instant};
 
 use elasticsearch::http::headers::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -103,4 +105,46 @@ pub fn flags() -> Vec<Flag> {
             value: pair.get(1).cloned().unwrap_or_default(),
         })
         .collect()
+}
+
+/// How long a plain rdkafka consumer, in a group of its own, takes to receive the `expected`
+/// messages of `topic` from offset zero, touching each payload and doing nothing else: the
+/// broker's own consume rate, the ceiling of any consumer. It joins with the indexer's fetch
+/// settings (`src/source/kafka.rs`), and its time counts from its creation, as the indexer's
+/// counts from its start.
+pub fn bare_consume(brokers: &str, topic: &str, expected: usize) -> anyhow::Result<Duration> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let started = Instant::now();
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!(
+                "bench-bare-{}-{}",
+                std::process::id(),
+                started.elapsed().as_nanos()
+            ),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.min.messages", "10000")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "8388608")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let (mut received, mut bytes) = (0usize, 0usize);
+    while received < expected {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "the bare consumer received {received} of {expected} messages in 10 minutes"
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            bytes += message?.payload().map_or(0, <[u8]>::len);
+            received += 1;
+        }
+    }
+    let took = started.elapsed();
+    std::hint::black_box(bytes);
+    Ok(took)
 }
