@@ -410,14 +410,22 @@ async fn live(stack: &Stack) -> Live {
     produce_topic(stack, &topic, 3, &seed).await;
     let (group, legacy_group) = (unique("indexer"), unique("legacy-indexer"));
     let (legacy_index, new_index) = (unique("tags-v1-live"), unique("tags-v2-live"));
+    // The legacy indexer batches for longer, as a real one runs at its own pace: the two sides
+    // apply each command at clearly different moments.
+    let mut legacy_args = run_args_to(
+        stack,
+        &topic,
+        &legacy_group,
+        &legacy_index,
+        &stack.legacy_es,
+    );
+    let linger = legacy_args
+        .iter()
+        .position(|a| a == "--linger-ms")
+        .expect("run_args_to sets --linger-ms");
+    legacy_args[linger + 1] = "200".into();
     let legacy = indexer()
-        .args(run_args_to(
-            stack,
-            &topic,
-            &legacy_group,
-            &legacy_index,
-            &stack.legacy_es,
-        ))
+        .args(legacy_args)
         .args(["--schema", "legacy"])
         .guarded();
     let new = indexer()

@@ -23,6 +23,7 @@ pub mod positions;
 pub mod queries;
 mod recheck;
 mod report;
+mod requery;
 pub mod settle;
 
 pub use report::{
@@ -48,9 +49,9 @@ use positions::{Groups, Positions};
 use recheck::{Pending, Settler, Verdict};
 use settle::{Judgement, Offsets, Versions};
 
-/// How many differences are held for settling; past it, a difference is judged as first read
-/// (memory stays bounded however broken a migration is).
-const MAX_PENDING: usize = 100_000;
+/// How many differences are held for settling, with both documents; past it, a difference is
+/// judged as first read (memory stays bounded however broken a migration is).
+const MAX_PENDING: usize = 20_000;
 
 /// What to compare and how.
 #[derive(Debug, Clone)]
@@ -202,14 +203,15 @@ impl Checker {
     }
 
     /// Takes in a first reading of one id; `high`: the watermarks read after it, when settling.
-    fn observe(
-        &mut self,
-        id: String,
-        routing: Option<String>,
-        reading: Reading,
-        versions: Versions,
-        high: Option<&Offsets>,
-    ) {
+    fn observe(&mut self, first: FirstReading, high: Option<&Offsets>) {
+        let FirstReading {
+            id,
+            routing,
+            reading,
+            versions,
+            legacy,
+            new,
+        } = first;
         if reading == Reading::Equal {
             self.report.matching += 1;
             return;
@@ -229,6 +231,8 @@ impl Checker {
                         routing,
                         wait,
                         versions,
+                        legacy,
+                        new,
                     },
                 );
             }
@@ -314,12 +318,15 @@ impl Checker {
     }
 }
 
-/// One id as first read: its routing, what both sides showed, their versions.
+/// One id as first read: its routing, what both sides showed, their versions, and the
+/// documents read (`None`: absent, or only its id was read).
 struct FirstReading {
     id: String,
     routing: Option<String>,
     reading: Reading,
     versions: Versions,
+    legacy: Option<Value>,
+    new: Option<Value>,
 }
 
 impl FirstReading {
@@ -333,10 +340,12 @@ impl FirstReading {
             ),
             versions: Versions {
                 legacy: legacy.version,
-                new: new.and_then(|h| h.version),
+                new: new.as_ref().and_then(|h| h.version),
             },
             id: legacy.id,
             routing: legacy.routing,
+            legacy: Some(legacy.source),
+            new: new.map(|h| h.source),
         }
     }
 }
@@ -355,7 +364,7 @@ async fn observe_page(
         _ => None,
     };
     for r in page {
-        checker.observe(r.id, r.routing, r.reading, r.versions, high.as_ref());
+        checker.observe(r, high.as_ref());
     }
     Ok(())
 }
@@ -434,6 +443,8 @@ async fn check_all(
                 },
                 id: hit.id,
                 routing: hit.routing,
+                legacy: None,
+                new: None,
             })
             .collect();
         observe_page(checker, positions, readings).await?;
@@ -489,13 +500,14 @@ async fn check_sample(
     Ok(())
 }
 
-/// Runs one query in its legacy form on the legacy side and translated on the new side.
+/// Runs one query in its legacy form on the legacy side and translated on the new side; with
+/// every id only one side hit.
 async fn run_query(
     legacy: &Side<'_>,
     new: &Side<'_>,
     query: &queries::UserQuery,
     max_hits: usize,
-) -> anyhow::Result<queries::QueryOutcome> {
+) -> anyhow::Result<(queries::QueryOutcome, std::collections::BTreeSet<String>)> {
     let (l, lt) = queries::hit_ids(
         legacy.client,
         legacy.index,
@@ -505,7 +517,11 @@ async fn run_query(
     .await?;
     let (n, nt) =
         queries::hit_ids(new.client, new.index, &queries::new_query(query), max_hits).await?;
-    Ok(queries::compare(query.clone(), &l, &n, lt || nt, 5))
+    let disputed = l.symmetric_difference(&n).cloned().collect();
+    Ok((
+        queries::compare(query.clone(), &l, &n, lt || nt, 5),
+        disputed,
+    ))
 }
 
 async fn check_queries(
@@ -551,14 +567,16 @@ async fn check_queries(
     };
     let mut differing = Vec::new();
     for query in corpus {
-        let outcome = run_query(legacy, new, &query, settings.max_hits).await?;
+        let (outcome, ids) = run_query(legacy, new, &query, settings.max_hits).await?;
         report.total += 1;
         match (outcome.class, settler) {
             ("equal", _) => report.equal += 1,
-            (_, Some(s)) => {
-                let high = s.positions.high_watermarks().await?;
-                differing.push((query, outcome, high));
-            }
+            (_, Some(s)) => differing.push(requery::PendingQuery {
+                query,
+                outcome,
+                high: s.positions.high_watermarks().await?,
+                ids,
+            }),
             (_, None) => report.count(outcome),
         }
     }

@@ -4,16 +4,17 @@
 //! (`settled`); one that persists is real (`different`); one whose wait a group never reached is
 //! `unsettled`, with the reason naming that group.
 //!
-//! Documents are read again by id (`_mget` on both sides, real-time, with their versions), and a
-//! query whose hits differed is run again after a refresh of both indices.
+//! Documents are read again by id (`_mget` on both sides, real-time, with their versions);
+//! queries are run again in [`super::requery`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::pair::{self, Reading};
 use super::positions::{Committed, Positions};
-use super::queries::{QueryOutcome, UserQuery};
-use super::settle::{self, Judgement, Offsets, Versions, Wait};
+use super::settle::{self, Judgement, Offsets, SameCommand, Versions, Wait};
 use super::Side;
 use crate::es::read::mget;
 
@@ -42,6 +43,10 @@ pub struct Pending {
     pub wait: Wait,
     /// Its versions when last read.
     pub versions: Versions,
+    /// The legacy document last read (`None`: absent, or not read).
+    pub legacy: Option<Value>,
+    /// The new document last read (`None`: absent, or only its id was read).
+    pub new: Option<Value>,
 }
 
 /// What became of one difference.
@@ -68,7 +73,7 @@ pub struct Settled {
 impl Settler {
     /// Reads the groups' commits until every wait of `waits` is passed or `deadline` is reached;
     /// returns the last commits read.
-    async fn until_passed<'w>(
+    pub(super) async fn until_passed<'w>(
         &self,
         waits: impl Iterator<Item = &'w Wait> + Clone,
         deadline: Instant,
@@ -127,29 +132,23 @@ impl Settler {
                 let n = mget(new.client, new.cluster, new.index, &ids, true).await?;
                 let high = self.positions.high_watermarks().await?;
                 for (((id, _), l), n) in chunk.iter().zip(l).zip(n) {
-                    let before = pending.get(id).map(|p| p.versions);
-                    let versions = Versions {
-                        legacy: l.as_ref().and_then(|h| h.version),
-                        new: n.as_ref().and_then(|h| h.version),
+                    let Some(before) = pending.remove(id) else {
+                        continue;
                     };
-                    let reading = pair::read(
-                        l.as_ref().map(|h| &h.source),
-                        n.as_ref().map(|h| &h.source),
-                        ignore,
-                    );
-                    let verdict = self.judge_again(before, reading, versions, &high, last);
-                    match verdict {
-                        Ok(verdict) => {
-                            pending.remove(id);
-                            verdicts.push((id.clone(), verdict));
-                        }
+                    let now = Pending {
+                        routing: before.routing.clone(),
+                        wait: Wait::default(),
+                        versions: Versions {
+                            legacy: l.as_ref().and_then(|h| h.version),
+                            new: n.as_ref().and_then(|h| h.version),
+                        },
+                        legacy: l.map(|h| h.source),
+                        new: n.map(|h| h.source),
+                    };
+                    match self.judge_again(&before, now, ignore, &high, last) {
+                        Ok(verdict) => verdicts.push((id.clone(), verdict)),
                         Err(next) => {
-                            if let Some(p) = pending.get_mut(id) {
-                                *p = Pending {
-                                    routing: p.routing.take(),
-                                    ..next
-                                };
-                            }
+                            pending.insert(id.clone(), next);
                         }
                     }
                 }
@@ -175,108 +174,77 @@ impl Settler {
         })
     }
 
-    /// A verdict on a reading taken after a wait, or what it waits for next.
+    /// A verdict on the reading `now`, taken after `before`'s wait, or what it waits for next.
     fn judge_again(
         &self,
-        before: Option<Versions>,
-        reading: Reading,
-        versions: Versions,
+        before: &Pending,
+        now: Pending,
+        ignore: &super::diff::Ignore,
         high: &Offsets,
         last: bool,
     ) -> Result<Verdict, Pending> {
+        let reading = pair::read(now.legacy.as_ref(), now.new.as_ref(), ignore);
         if reading == Reading::Equal {
             return Ok(Verdict::Settled);
         }
         if !reading.may_be_lag() {
-            return Ok(Verdict::Different(reading, versions));
+            return Ok(Verdict::Different(reading, now.versions));
         }
-        match settle::judge(before, versions, self.offset_versions, high) {
-            Judgement::Different => Ok(Verdict::Different(reading, versions)),
+        if self.offset_versions {
+            if let Some(verdict) = same_command(before, &now, ignore) {
+                return Ok(verdict);
+            }
+        }
+        match settle::judge(
+            Some(before.versions),
+            now.versions,
+            self.offset_versions,
+            high,
+        ) {
+            Judgement::Different => Ok(Verdict::Different(reading, now.versions)),
             Judgement::Wait(_) if last => {
-                match settle::after_last_round(versions, self.offset_versions) {
-                    Some(reason) => Ok(Verdict::Unsettled(reason, versions)),
-                    None => Ok(Verdict::Different(reading, versions)),
+                match settle::after_last_round(now.versions, self.offset_versions) {
+                    Some(reason) => Ok(Verdict::Unsettled(reason, now.versions)),
+                    None => Ok(Verdict::Different(reading, now.versions)),
                 }
             }
-            Judgement::Wait(wait) => Err(Pending {
-                routing: None,
-                wait,
-                versions,
-            }),
+            Judgement::Wait(wait) => Err(Pending { wait, ..now }),
         }
     }
 
-    fn group_of(&self, indexer: settle::Indexer) -> &str {
+    /// The name of `indexer`'s group.
+    pub(super) fn group_of(&self, indexer: settle::Indexer) -> &str {
         let groups = self.positions.groups();
         match indexer {
             settle::Indexer::Legacy => &groups.legacy_group,
             settle::Indexer::New => &groups.group,
         }
     }
+}
 
-    /// Runs each differing query again once both groups have passed the watermarks read after
-    /// it ran, until its hits are equal or the rounds run out. Returns every outcome, settled
-    /// ones with the class `equal`.
-    pub async fn queries(
-        &self,
-        mut pending: Vec<(UserQuery, QueryOutcome, Offsets)>,
-        legacy: &Side<'_>,
-        new: &Side<'_>,
-        max_hits: usize,
-    ) -> anyhow::Result<Vec<QueryOutcome>> {
-        let deadline = Instant::now() + self.timeout;
-        let mut done = Vec::new();
-        let waits = |p: &[(UserQuery, QueryOutcome, Offsets)]| -> Vec<Wait> {
-            p.iter()
-                .map(|(_, _, high)| Wait {
-                    legacy: high.clone(),
-                    new: high.clone(),
-                })
-                .collect()
-        };
-        for round in 1..=self.rounds {
-            if pending.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            let all = waits(&pending);
-            let committed = self.until_passed(all.iter(), deadline).await?;
-            let (ready, waiting): (Vec<_>, Vec<_>) = pending
-                .into_iter()
-                .zip(all)
-                .partition(|(_, w)| w.short(&committed.legacy, &committed.new).is_none());
-            pending = waiting.into_iter().map(|(p, _)| p).collect();
-            if ready.is_empty() {
-                break;
-            }
-            crate::es::refresh(legacy.client, legacy.index).await?;
-            crate::es::refresh(new.client, new.index).await?;
-            for ((query, _, _), _) in ready {
-                let outcome = super::run_query(legacy, new, &query, max_hits).await?;
-                // Equal, or still differing at the last round: judged.
-                if outcome.class == "equal" || round == self.rounds {
-                    done.push(outcome);
-                } else {
-                    let high = self.positions.high_watermarks().await?;
-                    pending.push((query, outcome, high));
-                }
-            }
-        }
-        let committed = self.positions.committed().await?;
-        let timeout = self.timeout.as_secs();
-        for (_, mut outcome, high) in pending {
-            let wait = Wait {
-                legacy: high.clone(),
-                new: high,
-            };
-            outcome.class = "unsettled";
-            outcome.reason = Some(match wait.short(&committed.legacy, &committed.new) {
-                Some(short) => short.reason(self.group_of(short.indexer), timeout),
-                None => {
-                    format!("both groups got past it only as the {timeout}s settle timeout ran out")
-                }
-            });
-            done.push(outcome);
-        }
-        Ok(done)
-    }
+/// The verdict of comparing the two documents, one read before and one now, that hold the same
+/// offset version ([`settle::same_command`]), when both were read whole.
+fn same_command(before: &Pending, now: &Pending, ignore: &super::diff::Ignore) -> Option<Verdict> {
+    let (legacy, new, versions) = match settle::same_command(before.versions, now.versions)? {
+        SameCommand::LegacyNowNewBefore => (
+            now.legacy.as_ref()?,
+            before.new.as_ref()?,
+            Versions {
+                legacy: now.versions.legacy,
+                new: before.versions.new,
+            },
+        ),
+        SameCommand::LegacyBeforeNewNow => (
+            before.legacy.as_ref()?,
+            now.new.as_ref()?,
+            Versions {
+                legacy: before.versions.legacy,
+                new: now.versions.new,
+            },
+        ),
+    };
+    Some(match pair::read(Some(legacy), Some(new), ignore) {
+        Reading::Equal => Verdict::Settled,
+        reading => Verdict::Different(reading, versions),
+    })
 }

@@ -260,12 +260,19 @@ pub fn summary(report: &Report) -> String {
     for u in &d.untransformable {
         out.push_str(&format!("    untransformable: {}: {}\n", u.id, u.reason));
     }
-    for u in &d.unsettled.examples {
+    // One stalled group leaves many differences with the same reason: the first few tell it.
+    for u in d.unsettled.examples.iter().take(20) {
         out.push_str(&format!(
             "    unsettled: {}{}: {}\n",
             u.id,
             version_pair(&u.versions),
             u.reason
+        ));
+    }
+    if d.unsettled.count > 20 {
+        out.push_str(&format!(
+            "    … {} more unsettled (examples in the report)\n",
+            d.unsettled.count - 20
         ));
     }
     if let Some(q) = &report.queries {

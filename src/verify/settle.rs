@@ -12,7 +12,10 @@
 //!   the higher version. If that side still holds a lower version when read again, its indexer
 //!   passed the command without applying it: a real difference. A pair with equal versions holds
 //!   the same command on both sides, so a difference in content is real at once, however busy the
-//!   topic.
+//!   topic. And the same version need not be read at the same moment: once the lagging side
+//!   holds the version the other side held at the last reading, those two documents are the
+//!   same command applied on both sides, and comparing them settles the pair even if the other
+//!   side has moved on meanwhile (a hot document is rarely caught at one version on both sides).
 //!
 //! Pure: offsets in, decisions out. Reading Kafka and the clusters is [`super::recheck`]'s part.
 
@@ -117,6 +120,43 @@ fn past(version: u64, high: &Offsets) -> Offsets {
         .filter(|(_, h)| **h > version)
         .map(|(p, _)| (*p, version + 1))
         .collect()
+}
+
+/// Two readings of a pair, taken at different moments, that hold the same version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameCommand {
+    /// The legacy side now, and the new side as read before.
+    LegacyNowNewBefore,
+    /// The legacy side as read before, and the new side now.
+    LegacyBeforeNewNow,
+}
+
+/// Which earlier and later readings hold the same offset version, when the pair read now does
+/// not: those two are the same command on both sides, whatever happened between the readings.
+pub fn same_command(before: Versions, now: Versions) -> Option<SameCommand> {
+    let same = |a: Option<u64>, b: Option<u64>| a.is_some() && a == b;
+    if same(now.legacy, now.new) {
+        None
+    } else if same(now.legacy, before.new) {
+        Some(SameCommand::LegacyNowNewBefore)
+    } else if same(before.legacy, now.new) {
+        Some(SameCommand::LegacyBeforeNewNow)
+    } else {
+        None
+    }
+}
+
+/// Whether a document was in flight for the whole time between two readings of its versions:
+/// then a query that ran between them may hit it on one side only. Either the lagging side,
+/// read after, is still below the version the other side held before (versions only grow), or
+/// the document was absent on the same one side at both readings while the other side kept
+/// one version.
+pub fn in_flight_throughout(before: Versions, after: Versions) -> bool {
+    match (before.legacy, before.new, after.legacy, after.new) {
+        (Some(lb), Some(nb), Some(la), Some(na)) => (lb < nb && la < nb) || (nb < lb && na < lb),
+        (Some(lb), None, Some(la), None) | (None, Some(lb), None, Some(la)) => lb == la,
+        _ => false,
+    }
 }
 
 /// A group that has not yet reached what a difference waits for.
@@ -257,6 +297,53 @@ mod tests {
             judge(Some(versions(100, 7)), versions(100, 90), true, &high),
             Judgement::Different
         );
+    }
+
+    #[test]
+    fn the_lagging_sides_new_reading_pairs_with_the_other_sides_earlier_one() {
+        // Legacy caught up with 50 while the new side moved on to 70.
+        assert_eq!(
+            same_command(versions(10, 50), versions(50, 70)),
+            Some(SameCommand::LegacyNowNewBefore)
+        );
+        assert_eq!(
+            same_command(versions(90, 40), versions(95, 90)),
+            Some(SameCommand::LegacyBeforeNewNow)
+        );
+        // Equal now: the pair read now is the one to compare.
+        assert_eq!(same_command(versions(10, 50), versions(50, 50)), None);
+        // Jumped past: no reading holds the other's version.
+        assert_eq!(same_command(versions(10, 50), versions(60, 70)), None);
+        let absent = Versions {
+            legacy: None,
+            new: Some(5),
+        };
+        assert_eq!(same_command(absent, absent), None);
+    }
+
+    #[test]
+    fn a_document_is_in_flight_throughout_only_if_the_lagging_side_never_caught_up() {
+        // Legacy at 10, new at 50 before; legacy at 40 after: below 50 the whole time.
+        assert!(in_flight_throughout(versions(10, 50), versions(40, 60)));
+        assert!(in_flight_throughout(versions(90, 20), versions(95, 80)));
+        // Legacy reached 50 by the second reading: they may have agreed in between.
+        assert!(!in_flight_throughout(versions(10, 50), versions(50, 60)));
+        assert!(!in_flight_throughout(versions(50, 50), versions(50, 50)));
+        // Deleted on the new side at both readings, the legacy side unchanged.
+        let deleted = Versions {
+            legacy: Some(7),
+            new: None,
+        };
+        assert!(in_flight_throughout(deleted, deleted));
+        let moved = Versions {
+            legacy: Some(8),
+            new: None,
+        };
+        assert!(!in_flight_throughout(deleted, moved));
+        assert!(!in_flight_throughout(
+            Versions::default(),
+            Versions::default()
+        ));
     }
 
     #[test]
