@@ -60,6 +60,14 @@ pub enum Verdict {
     Unsettled(String, Versions),
 }
 
+/// What a reading after a wait leads to.
+enum Next {
+    /// A verdict.
+    Judged(Verdict),
+    /// Another wait, and the reading it follows.
+    Again(Pending),
+}
+
 /// The documents' verdicts and what they were judged on.
 pub struct Settled {
     /// Each difference's verdict.
@@ -146,8 +154,8 @@ impl Settler {
                         new: n.map(|h| h.source),
                     };
                     match self.judge_again(&before, now, ignore, &high, last) {
-                        Ok(verdict) => verdicts.push((id.clone(), verdict)),
-                        Err(next) => {
+                        Next::Judged(verdict) => verdicts.push((id.clone(), verdict)),
+                        Next::Again(next) => {
                             pending.insert(id.clone(), next);
                         }
                     }
@@ -182,17 +190,17 @@ impl Settler {
         ignore: &super::diff::Ignore,
         high: &Offsets,
         last: bool,
-    ) -> Result<Verdict, Pending> {
+    ) -> Next {
         let reading = pair::read(now.legacy.as_ref(), now.new.as_ref(), ignore);
         if reading == Reading::Equal {
-            return Ok(Verdict::Settled);
+            return Next::Judged(Verdict::Settled);
         }
         if !reading.may_be_lag() {
-            return Ok(Verdict::Different(reading, now.versions));
+            return Next::Judged(Verdict::Different(reading, now.versions));
         }
         if self.offset_versions {
             if let Some(verdict) = same_command(before, &now, ignore) {
-                return Ok(verdict);
+                return Next::Judged(verdict);
             }
         }
         match settle::judge(
@@ -201,14 +209,14 @@ impl Settler {
             self.offset_versions,
             high,
         ) {
-            Judgement::Different => Ok(Verdict::Different(reading, now.versions)),
+            Judgement::Different => Next::Judged(Verdict::Different(reading, now.versions)),
             Judgement::Wait(_) if last => {
                 match settle::after_last_round(now.versions, self.offset_versions) {
-                    Some(reason) => Ok(Verdict::Unsettled(reason, now.versions)),
-                    None => Ok(Verdict::Different(reading, now.versions)),
+                    Some(reason) => Next::Judged(Verdict::Unsettled(reason, now.versions)),
+                    None => Next::Judged(Verdict::Different(reading, now.versions)),
                 }
             }
-            Judgement::Wait(wait) => Err(Pending { wait, ..now }),
+            Judgement::Wait(wait) => Next::Again(Pending { wait, ..now }),
         }
     }
 
