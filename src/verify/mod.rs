@@ -12,8 +12,9 @@
 //!   `--sample N` checks N random legacy documents instead.
 //! - Queries: [`queries`].
 //! - Settling, while both indexers are live: each difference is read again once both
-//!   consumer groups have committed past it ([`settle`], [`recheck`]); only differences that
-//!   persist, or that a stalled group kept from being judged, fail the check.
+//!   consumer groups have committed past it ([`settle`] the rule, `recheck` the rounds for
+//!   documents, `requery` for queries); only differences that persist, or that a stalled
+//!   group kept from being judged, fail the check.
 //!
 //! The report ([`Report`], schema `schemas/verify-report.schema.json`) is what `cutover` reads.
 

@@ -22,7 +22,6 @@ use crate::es::read::mget;
 const POLL: Duration = Duration::from_millis(500);
 
 /// How settling runs.
-#[derive(Clone)]
 pub struct Settler {
     /// The topic's and the groups' positions.
     pub positions: Positions,

@@ -17,7 +17,7 @@
 //!   same command applied on both sides, and comparing them settles the pair even if the other
 //!   side has moved on meanwhile (a hot document is rarely caught at one version on both sides).
 //!
-//! Pure: offsets in, decisions out. Reading Kafka and the clusters is [`super::recheck`]'s part.
+//! Pure: offsets in, decisions out. Reading Kafka and the clusters is `recheck`'s part.
 
 use std::collections::BTreeMap;
 
