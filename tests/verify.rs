@@ -486,31 +486,41 @@ impl Live {
 async fn differences_that_are_only_lag_settle_while_both_indexers_are_live() {
     let stack = stack();
     let mut live = live(&stack).await;
-    let (mut command, path) = live.verify_command(
-        &stack,
-        &["--sample-queries", "20", "--settle-timeout-secs", "60"],
-    );
-    let (code, summary, report) = checked_report(command.output().unwrap(), &path);
+    // Every check must be clean. Which documents a check catches in flight is chance (under a
+    // loaded machine both indexers can stall together and agree), so up to three checks run
+    // until one has settled something.
+    let mut settled = 0;
+    for attempt in 1..=3 {
+        let (mut command, path) = live.verify_command(
+            &stack,
+            &["--sample-queries", "20", "--settle-timeout-secs", "60"],
+        );
+        let (code, summary, report) = checked_report(command.output().unwrap(), &path);
+        assert_eq!(code, 0, "check {attempt}: {summary}");
+        assert_eq!(report["clean"], json!(true), "{summary}");
+        let docs = &report["documents"];
+        assert_eq!(docs["differing_count"], json!(0), "{summary}");
+        assert_eq!(docs["missing_in_new"]["count"], json!(0), "{summary}");
+        assert_eq!(docs["only_in_new"]["count"], json!(0), "{summary}");
+        assert_eq!(docs["unsettled"]["count"], json!(0), "{summary}");
+        let settle = &report["settle"];
+        assert_eq!(settle["settled"], docs["settled"], "{summary}");
+        assert_eq!(settle["by_versions"], json!(true), "{summary}");
+        assert_eq!(report["schema_version"], json!(2));
+        assert_eq!(report["queries"]["different"], json!(0), "{summary}");
+        assert_eq!(report["queries"]["unsettled"], json!(0), "{summary}");
+        settled = docs["settled"].as_u64().unwrap();
+        if settled > 0 {
+            assert!(settle["rounds"].as_u64().unwrap() >= 1, "{summary}");
+            break;
+        }
+    }
     let sent = live.traffic.stop();
-    println!("the producer sent {sent} commands to {HOT} hot ids while the check ran");
-    assert_eq!(code, 0, "{summary}");
-    assert_eq!(report["clean"], json!(true), "{summary}");
-    let docs = &report["documents"];
+    println!("the producer sent {sent} commands to {HOT} hot ids while the checks ran");
     assert!(
-        docs["settled"].as_u64().unwrap() > 0,
-        "no difference was settled: the traffic did not reach the check\n{summary}"
+        settled > 0,
+        "three checks settled no difference: the traffic never reached a check"
     );
-    assert_eq!(docs["differing_count"], json!(0), "{summary}");
-    assert_eq!(docs["missing_in_new"]["count"], json!(0), "{summary}");
-    assert_eq!(docs["only_in_new"]["count"], json!(0), "{summary}");
-    assert_eq!(docs["unsettled"]["count"], json!(0), "{summary}");
-    let settle = &report["settle"];
-    assert_eq!(settle["settled"], docs["settled"], "{summary}");
-    assert_eq!(settle["by_versions"], json!(true), "{summary}");
-    assert!(settle["rounds"].as_u64().unwrap() >= 1, "{summary}");
-    assert_eq!(report["schema_version"], json!(2));
-    assert_eq!(report["queries"]["different"], json!(0), "{summary}");
-    assert_eq!(report["queries"]["unsettled"], json!(0), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
