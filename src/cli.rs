@@ -27,6 +27,7 @@ pub(crate) mod heading {
     pub const SLICES: &str = "Slices and checkpoint";
     pub const COMPARISON: &str = "Comparison";
     pub const REPORT: &str = "Report";
+    pub const SETTLE: &str = "Settling (both indexers live)";
     pub const ENVELOPE: &str = "Envelope (the producers' message format; see docs/envelope.md)";
 }
 

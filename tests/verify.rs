@@ -50,29 +50,46 @@ async fn replay_both(stack: &Stack, messages: &[GeneratedMessage]) -> SideBySide
 }
 
 fn verify(stack: &Stack, pair: &SideBySide, extra: &[&str]) -> (i32, String, Value) {
+    let (mut command, report) = verify_command(stack, &pair.legacy_index, &pair.new_index, extra);
+    checked_report(command.output().unwrap(), &report)
+}
+
+/// `verify` of two indices on the stack's clusters, writing its report to the returned path.
+fn verify_command(
+    stack: &Stack,
+    legacy_index: &str,
+    new_index: &str,
+    extra: &[&str],
+) -> (std::process::Command, std::path::PathBuf) {
     let report = std::env::temp_dir().join(format!("{}.json", unique("verify-report")));
-    let output = indexer()
+    let mut command = indexer();
+    command
         .args([
             "verify",
             "--legacy-url",
             &stack.legacy_es,
             "--legacy-index",
-            &pair.legacy_index,
+            legacy_index,
             "--es-url",
             &stack.new_es,
             "--index",
-            &pair.new_index,
-            "--page-size",
-            "300",
+            new_index,
             "--report",
             report.to_str().unwrap(),
         ])
-        .args(extra)
-        .output()
-        .unwrap();
+        .args(extra);
+    if !extra.contains(&"--page-size") {
+        command.args(["--page-size", "300"]);
+    }
+    (command, report)
+}
+
+/// The exit code, summary and report of a finished `verify`, with the report checked against
+/// its schema and read by the cutover gate.
+fn checked_report(output: std::process::Output, report: &std::path::Path) -> (i32, String, Value) {
     let summary = String::from_utf8(output.stdout).unwrap();
     println!("{summary}");
-    let text = std::fs::read_to_string(&report)
+    let text = std::fs::read_to_string(report)
         .unwrap_or_else(|e| panic!("no report ({e}); verify printed:\n{summary}"));
     let parsed: Value = serde_json::from_str(&text).unwrap();
     let schema: Value =
@@ -88,7 +105,7 @@ fn verify(stack: &Stack, pair: &SideBySide, extra: &[&str]) -> (i32, String, Val
     );
     // The cutover gate reads the same file.
     let verdict =
-        dual_indexer::cutover::gate::read_report(&report).expect("the gate reads the report");
+        dual_indexer::cutover::gate::read_report(report).expect("the gate reads the report");
     assert_eq!(verdict.clean, parsed["clean"].as_bool().unwrap());
     let _ = std::fs::remove_file(report);
     (output.status.code().unwrap(), summary, parsed)
@@ -292,4 +309,311 @@ async fn the_bigpanda_example_queries_return_what_the_write_up_says() {
         search(dual_indexer::verify::queries::new_query(&q(None, "White"))).await,
         vec!["2"]
     );
+}
+
+/// Hot ids: the producer keeps updating and deleting them while `verify` runs.
+const HOT: usize = 300;
+/// Cold ids: written once, before the check.
+const COLD: usize = 100;
+
+/// Both indexers running on one topic, each in its own group, and a producer that keeps writing
+/// to the hot ids at a steady rate until the value is dropped.
+struct Live {
+    topic: String,
+    group: String,
+    legacy_group: String,
+    legacy_index: String,
+    new_index: String,
+    legacy: Guarded,
+    _new: Guarded,
+    traffic: Traffic,
+}
+
+/// A producer of updates and deletes to the hot ids, about 200 commands a second.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Traffic {
+    fn start(stack: &Stack, topic: &str) -> Self {
+        use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+            kafka_config(stack)
+                .set("linger.ms", "5")
+                .create()
+                .expect("a producer");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, topic) = (stop.clone(), topic.to_owned());
+        let thread = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                // xorshift: a fixed, seeded walk over the hot ids.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let id = format!("hot-{:03}", state % HOT as u64);
+                let payload = if state % 5 == 0 {
+                    json!({"type": "delete", "id": id})
+                } else {
+                    json!({"type": "upsert", "id": id, "tags": {"owner": format!("team-{}", state % 7), "stage": format!("s{sent}")}})
+                }
+                .to_string();
+                let record = BaseRecord::to(&topic).key(&id).payload(&payload);
+                if producer.send(record).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = producer.flush(Duration::from_secs(10));
+            sent
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the producer; how many commands it sent.
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map_or(0, |t| t.join().expect("the producer thread"))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Seeds the hot and cold ids, starts both indexers, waits until both have caught up with the
+/// seed, then starts the traffic and lets it run for a few seconds.
+async fn live(stack: &Stack) -> Live {
+    let topic = unique("live");
+    let ids = (0..HOT)
+        .map(|i| format!("hot-{i:03}"))
+        .chain((0..COLD).map(|i| format!("cold-{i:03}")));
+    let seed: Vec<GeneratedMessage> = ids
+        .map(|id| GeneratedMessage {
+            payload:
+                json!({"type": "upsert", "id": id, "tags": {"owner": "team-0", "stage": "seed"}})
+                    .to_string()
+                    .into_bytes(),
+            key: Some(id),
+            poison: None,
+        })
+        .collect();
+    produce_topic(stack, &topic, 3, &seed).await;
+    let (group, legacy_group) = (unique("indexer"), unique("legacy-indexer"));
+    let (legacy_index, new_index) = (unique("tags-v1-live"), unique("tags-v2-live"));
+    // The legacy indexer batches for longer, as a real one runs at its own pace: the two sides
+    // apply each command at clearly different moments.
+    let mut legacy_args = run_args_to(
+        stack,
+        &topic,
+        &legacy_group,
+        &legacy_index,
+        &stack.legacy_es,
+    );
+    let linger = legacy_args
+        .iter()
+        .position(|a| a == "--linger-ms")
+        .expect("run_args_to sets --linger-ms");
+    legacy_args[linger + 1] = "200".into();
+    let legacy = indexer()
+        .args(legacy_args)
+        .args(["--schema", "legacy"])
+        .guarded();
+    let new = indexer()
+        .args(run_args(stack, &topic, &group, &new_index))
+        .args(["--legacy-group", &legacy_group])
+        .guarded();
+    let total = seed.len() as i64;
+    wait_for(
+        "both indexers caught up with the seed",
+        Duration::from_secs(180),
+        || {
+            (committed_total(stack, &group, &topic) == total
+                && committed_total(stack, &legacy_group, &topic) == total)
+                .then_some(())
+        },
+    );
+    let traffic = Traffic::start(stack, &topic);
+    std::thread::sleep(Duration::from_secs(3));
+    Live {
+        topic,
+        group,
+        legacy_group,
+        legacy_index,
+        new_index,
+        legacy,
+        _new: new,
+        traffic,
+    }
+}
+
+impl Live {
+    /// `verify` with settling, while both indexers and the traffic run.
+    fn verify_command(
+        &self,
+        stack: &Stack,
+        extra: &[&str],
+    ) -> (std::process::Command, std::path::PathBuf) {
+        let mut args = vec![
+            "--brokers",
+            &stack.brokers,
+            "--topic",
+            &self.topic,
+            "--group",
+            &self.group,
+            "--legacy-group",
+            &self.legacy_group,
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--page-size") {
+            // Pages read one after another, while the traffic goes on.
+            args.extend_from_slice(&["--page-size", "50"]);
+        }
+        verify_command(stack, &self.legacy_index, &self.new_index, &args)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn differences_that_are_only_lag_settle_while_both_indexers_are_live() {
+    let stack = stack();
+    let mut live = live(&stack).await;
+    // Every check must be clean. Which documents a check catches in flight is chance (under a
+    // loaded machine both indexers can stall together and agree), so up to three checks run
+    // until one has settled something.
+    let mut settled = 0;
+    for attempt in 1..=3 {
+        let (mut command, path) = live.verify_command(
+            &stack,
+            &["--sample-queries", "20", "--settle-timeout-secs", "60"],
+        );
+        let (code, summary, report) = checked_report(command.output().unwrap(), &path);
+        assert_eq!(code, 0, "check {attempt}: {summary}");
+        assert_eq!(report["clean"], json!(true), "{summary}");
+        let docs = &report["documents"];
+        assert_eq!(docs["differing_count"], json!(0), "{summary}");
+        assert_eq!(docs["missing_in_new"]["count"], json!(0), "{summary}");
+        assert_eq!(docs["only_in_new"]["count"], json!(0), "{summary}");
+        assert_eq!(docs["unsettled"]["count"], json!(0), "{summary}");
+        let settle = &report["settle"];
+        assert_eq!(settle["settled"], docs["settled"], "{summary}");
+        assert_eq!(settle["by_versions"], json!(true), "{summary}");
+        assert_eq!(report["schema_version"], json!(2));
+        assert_eq!(report["queries"]["different"], json!(0), "{summary}");
+        assert_eq!(report["queries"]["unsettled"], json!(0), "{summary}");
+        settled = docs["settled"].as_u64().unwrap();
+        if settled > 0 {
+            assert!(settle["rounds"].as_u64().unwrap() >= 1, "{summary}");
+            break;
+        }
+    }
+    let sent = live.traffic.stop();
+    println!("the producer sent {sent} commands to {HOT} hot ids while the checks ran");
+    assert!(
+        settled > 0,
+        "three checks settled no difference: the traffic never reached a check"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_difference_is_found_among_live_ones() {
+    let stack = stack();
+    let mut live = live(&stack).await;
+    // Altered by hand in the new index, as an operator's plain write would: its version moves
+    // on by one and its content differs.
+    let planted = "cold-007";
+    let dump = dump_index(&stack.new_es, &live.new_index).await;
+    let mut source: Value = serde_json::from_str(&dump[planted].source).unwrap();
+    source["tags"] = json!([{"keyToValue": dual_indexer::transform::key_to_value::encode("owner", "planted"), "value": "planted"},
+        {"keyToValue": dual_indexer::transform::key_to_value::encode("stage", "seed"), "value": "seed"}]);
+    bulk_ndjson(
+        &stack.new_es,
+        &live.new_index,
+        &format!("{}\n{source}\n", json!({"index": {"_id": planted}})),
+    )
+    .await;
+    let (mut command, path) = live.verify_command(
+        &stack,
+        &["--sample-queries", "0", "--settle-timeout-secs", "60"],
+    );
+    let (code, summary, report) = checked_report(command.output().unwrap(), &path);
+    live.traffic.stop();
+    assert_eq!(code, 1, "{summary}");
+    let docs = &report["documents"];
+    assert_eq!(docs["differing_count"], json!(1), "{summary}");
+    let diff = &docs["differing"][0];
+    assert_eq!(diff["id"], json!(planted), "{summary}");
+    assert_eq!(
+        diff["fields"],
+        json!([{"field": "tags.owner", "legacy": "team-0", "new": "planted"}]),
+        "{summary}"
+    );
+    // The version pair: the hand-made write moved the new side's version on by one.
+    let (l, n) = (
+        diff["versions"]["legacy"].as_u64().unwrap(),
+        diff["versions"]["new"].as_u64().unwrap(),
+    );
+    assert_eq!(n, l + 1, "{summary}");
+    assert_eq!(docs["missing_in_new"]["count"], json!(0), "{summary}");
+    assert_eq!(docs["only_in_new"]["count"], json!(0), "{summary}");
+    assert_eq!(docs["unsettled"]["count"], json!(0), "{summary}");
+    assert_eq!(report["settle"]["different"], json!(1), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_legacy_indexer_leaves_live_differences_unsettled_and_named() {
+    let stack = stack();
+    let mut live = live(&stack).await;
+    let (mut command, path) = live.verify_command(
+        &stack,
+        &[
+            "--sample-queries",
+            "0",
+            "--settle-timeout-secs",
+            "15",
+            "--page-size",
+            "5",
+        ],
+    );
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The legacy indexer stops dead while verify runs (SIGSTOP: no last commit, as a hung
+    // process); the traffic goes on. A graceful stop drains and commits for a while, and the
+    // scan could end before it.
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &live.legacy.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let output = child.wait_with_output().unwrap();
+    let (code, summary, report) = checked_report(output, &path);
+    live.traffic.stop();
+    assert_eq!(code, 1, "{summary}");
+    let docs = &report["documents"];
+    let unsettled = docs["unsettled"]["count"].as_u64().unwrap();
+    assert!(unsettled > 0, "{summary}");
+    assert_eq!(report["settle"]["unsettled"], json!(unsettled), "{summary}");
+    for example in docs["unsettled"]["examples"].as_array().unwrap() {
+        let reason = example["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("group `{}`", live.legacy_group)),
+            "{example}"
+        );
+        assert!(reason.contains("stalled"), "{example}");
+    }
+    // Nothing was judged different: the stalled group kept every difference from a verdict.
+    assert_eq!(docs["differing_count"], json!(0), "{summary}");
+    assert_eq!(docs["missing_in_new"]["count"], json!(0), "{summary}");
+    assert_eq!(docs["only_in_new"]["count"], json!(0), "{summary}");
+    assert!(summary.contains(&live.legacy_group), "{summary}");
 }

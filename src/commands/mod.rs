@@ -74,7 +74,7 @@ pub enum Command {
     Lag(LagArgs),
     /// Compare the legacy and new clusters, document by document and query by query.
     #[command(
-        after_help = "Exit codes: 0 clean, 1 differences found, 2 error.\n\nExamples:\n  dual-indexer verify --legacy-url http://127.0.0.1:9200 --legacy-index tags-v1 --es-url http://127.0.0.1:9201 --index tags-v2 --report verify-report.json\n  dual-indexer verify … --sample 1000 --queries queries.jsonl"
+        after_help = "While both indexers are live, --legacy-group makes verify settle: each difference is read again once both groups have committed past it; only different and unsettled ones fail the check. See docs/verify.md.\n\nExit codes: 0 clean, 1 differences found (different or unsettled), 2 error.\n\nExamples:\n  dual-indexer verify --legacy-url http://127.0.0.1:9200 --legacy-index tags-v1 --es-url http://127.0.0.1:9201 --index tags-v2 --report verify-report.json\n  dual-indexer verify … --brokers kafka:9092 --topic commands --group dual-indexer --legacy-group legacy-indexer\n  dual-indexer verify … --sample 1000 --queries queries.jsonl"
     )]
     Verify(VerifyArgs),
     /// Copy the history Kafka no longer holds from the legacy index into the new one, in parallel

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::heading;
+use crate::cli::{heading, KafkaArgs};
 use crate::es::Security;
+use crate::verify::positions::Groups;
 
 /// `dual-indexer verify`.
 #[derive(Debug, Args)]
@@ -66,12 +67,54 @@ pub struct VerifyArgs {
     /// Print the JSON report instead of the summary.
     #[arg(long, help_heading = heading::REPORT)]
     pub json: bool,
+    #[command(flatten, next_help_heading = heading::SETTLE)]
+    pub kafka: KafkaArgs,
+    /// The command topic both indexers consume.
+    #[arg(long, env = "DUAL_INDEXER_TOPIC", default_value = "commands", help_heading = heading::SETTLE)]
+    pub topic: String,
+    /// The dual-indexer's consumer group.
+    #[arg(long, env = "DUAL_INDEXER_GROUP", default_value = "dual-indexer", help_heading = heading::SETTLE)]
+    pub group: String,
+    /// The legacy indexer's consumer group. Given, verify settles: each difference is read again once both groups have committed past it, and only those that persist (or that a stalled group kept from being judged) fail the check.
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_GROUP", help_heading = heading::SETTLE)]
+    pub legacy_group: Option<String>,
+    /// At most this many settle rounds (0: judge every difference as first read).
+    #[arg(long, env = "DUAL_INDEXER_SETTLE_ROUNDS", default_value_t = 5, help_heading = heading::SETTLE)]
+    pub settle_rounds: u32,
+    /// Seconds the groups have to get past the differences, for the documents and again for the queries; what they do not reach in time is unsettled.
+    #[arg(long, env = "DUAL_INDEXER_SETTLE_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), help_heading = heading::SETTLE)]
+    pub settle_timeout_secs: u64,
 }
 
 impl VerifyArgs {
+    /// How to settle, when `--legacy-group` is given and `--settle-rounds` is above 0.
+    fn settle(&self) -> anyhow::Result<Option<crate::verify::SettleSettings>> {
+        let Some(legacy_group) = &self.legacy_group else {
+            return Ok(None);
+        };
+        if self.settle_rounds == 0 {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            *legacy_group != self.group,
+            "--legacy-group and --group are both `{}`; settling compares the legacy indexer's group with the dual-indexer's",
+            self.group
+        );
+        Ok(Some(crate::verify::SettleSettings {
+            kafka: self.kafka.client_config()?,
+            groups: Groups {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                legacy_group: legacy_group.clone(),
+            },
+            rounds: self.settle_rounds,
+            timeout: std::time::Duration::from_secs(self.settle_timeout_secs),
+        }))
+    }
+
     /// The settings of the check.
-    pub fn settings(&self, security: &Security) -> crate::verify::VerifySettings {
-        crate::verify::VerifySettings {
+    pub fn settings(&self, security: &Security) -> anyhow::Result<crate::verify::VerifySettings> {
+        Ok(crate::verify::VerifySettings {
             security: security.clone(),
             legacy_url: self.legacy_url.clone(),
             legacy_index: self.legacy_index.clone(),
@@ -86,13 +129,14 @@ impl VerifyArgs {
             sample_queries: self.sample_queries,
             max_hits: self.max_hits as usize,
             strict_queries: self.strict_queries,
-        }
+            settle: self.settle()?,
+        })
     }
 }
 
 /// Compares the clusters, writes and prints the report; exits 1 if they differ.
 pub async fn run(args: VerifyArgs, security: &Security) -> anyhow::Result<ExitCode> {
-    let report = crate::verify::run(&args.settings(security)).await?;
+    let report = crate::verify::run(&args.settings(security)?).await?;
     if let Some(path) = &args.report {
         crate::files::write_json_atomically(path, &report)?;
     }

@@ -4,21 +4,52 @@
 //! - the new indexer's group is CAUGHT_UP, judged over a full lag window;
 //! - the newest `verify` report is clean, recent, and about the index being cut over to.
 //!
+//! Clean means no `different` and no `unsettled` difference: differences a live verify settled
+//! as lag are counted in the report and never refuse the cutover.
+//!
 //! The decision is a pure function of those facts, so each refusal is unit-tested.
 
 use serde::Deserialize;
 
 use crate::lag::rule::Status;
 
+/// The newest verify report schema the gate reads ([`crate::verify::SCHEMA_VERSION`]).
+const NEWEST_SCHEMA: u32 = crate::verify::SCHEMA_VERSION;
+
 /// What the gate reads from a `verify --report` file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VerifyVerdict {
-    /// No differences of any kind.
+    /// The report's schema version; reports from before settling carry none (1).
+    #[serde(default = "first_schema")]
+    pub schema_version: u32,
+    /// No `different` and no `unsettled` difference.
     pub clean: bool,
+    /// The document check, as far as the gate names its failures.
+    #[serde(default)]
+    pub documents: VerifiedDocuments,
     /// When the check finished, in Unix seconds.
     pub finished_at: u64,
     /// The new side of the comparison.
     pub new: VerifiedSide,
+}
+
+fn first_schema() -> u32 {
+    1
+}
+
+/// The document check of a verify report, as the gate needs it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VerifiedDocuments {
+    /// Differences no settle round could judge (schema 2 on).
+    #[serde(default)]
+    pub unsettled: VerifiedCount,
+}
+
+/// A count in a verify report.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VerifiedCount {
+    /// How many.
+    pub count: u64,
 }
 
 /// One side of a verify report, as the gate needs it.
@@ -55,8 +86,18 @@ pub fn refusals(facts: &GateFacts) -> Vec<String> {
     }
     match &facts.report {
         Err(why) => reasons.push(format!("no usable verify report: {why}")),
+        Ok(report) if report.schema_version > NEWEST_SCHEMA => reasons.push(format!(
+            "the last verify report has schema version {}, newer than this dual-indexer reads ({NEWEST_SCHEMA}); cut over with the dual-indexer that wrote it",
+            report.schema_version
+        )),
         Ok(report) => {
-            if !report.clean {
+            let unsettled = report.documents.unsettled.count;
+            if unsettled > 0 {
+                reasons.push(format!(
+                    "the last verify report left {unsettled} difference(s) unsettled: a consumer group did not get past them in time (see its unsettled examples)"
+                ));
+            }
+            if !report.clean && unsettled == 0 {
                 reasons.push("the last verify report found differences".into());
             }
             if !report.new.indices.iter().any(|i| i == &facts.target) {
@@ -93,6 +134,8 @@ mod tests {
         GateFacts {
             lag: Some(Status::CaughtUp),
             report: Ok(VerifyVerdict {
+                schema_version: NEWEST_SCHEMA,
+                documents: VerifiedDocuments::default(),
                 clean: true,
                 finished_at: 1_000,
                 new: VerifiedSide {
@@ -141,6 +184,34 @@ mod tests {
         let mut f = facts();
         f.now = 1_000 + 3_601;
         assert!(refusals(&f)[0].contains("3601s old"));
+    }
+
+    #[test]
+    fn unsettled_differences_refuse_with_their_own_reason() {
+        let mut f = facts();
+        if let Ok(r) = &mut f.report {
+            r.clean = false;
+            r.documents.unsettled.count = 3;
+        }
+        let reasons = refusals(&f);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].contains("3 difference(s) unsettled"),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn a_report_from_a_newer_schema_is_refused_and_an_old_one_read() {
+        let mut f = facts();
+        if let Ok(r) = &mut f.report {
+            r.schema_version = NEWEST_SCHEMA + 1;
+        }
+        assert!(refusals(&f)[0].contains("newer than this dual-indexer reads"));
+        let old: VerifyVerdict =
+            serde_json::from_str(r#"{"clean": true, "finished_at": 5, "new": {"indices": ["i"]}}"#)
+                .unwrap();
+        assert_eq!((old.schema_version, old.clean), (1, true));
     }
 
     #[test]

@@ -355,14 +355,15 @@ async fn clear_scroll(client: &Elasticsearch, id: &str) {
 }
 
 /// Looks `ids` up in `index` (each with its routing, if any) and returns, in the same order,
-/// each document's `_source` (`Null` when `source` is false) or `None` when it is missing.
+/// each document (its `_source` is `Null` when `source` is false; its `_version` is there) or
+/// `None` when it is missing. A lookup by id is real-time: it sees writes not yet refreshed.
 pub async fn mget(
     client: &Elasticsearch,
     cluster: &Cluster,
     index: &str,
     ids: &[(&str, Option<&str>)],
     source: bool,
-) -> anyhow::Result<Vec<Option<Value>>> {
+) -> anyhow::Result<Vec<Option<Hit>>> {
     if ids.is_empty() {
         // Elasticsearch refuses an `_mget` of nothing.
         return Ok(Vec::new());
@@ -396,6 +397,12 @@ pub async fn mget(
     );
     Ok(found
         .into_iter()
-        .map(|mut doc| (doc["found"] == json!(true)).then(|| doc["_source"].take()))
+        .map(|doc| {
+            if doc["found"] == json!(true) {
+                Hit::from_json(doc)
+            } else {
+                None
+            }
+        })
         .collect())
 }

@@ -11,15 +11,25 @@
 //!   examples (the smallest ids of each kind), whatever the index size; the counts are exact.
 //!   `--sample N` checks N random legacy documents instead.
 //! - Queries: [`queries`].
+//! - Settling, while both indexers are live: each difference is read again once both
+//!   consumer groups have committed past it ([`settle`] the rule, `recheck` the rounds for
+//!   documents, `requery` for queries); only differences that persist, or that a stalled
+//!   group kept from being judged, fail the check.
 //!
 //! The report ([`Report`], schema `schemas/verify-report.schema.json`) is what `cutover` reads.
 
 pub mod diff;
+mod pair;
+pub mod positions;
 pub mod queries;
+mod recheck;
 mod report;
+mod requery;
+pub mod settle;
 
 pub use report::{
-    summary, DocumentDiff, DocumentReport, IdList, QueryReport, Report, SideReport, Untransformable,
+    summary, DocumentDiff, DocumentReport, GroupOffsets, IdList, QueryReport, Report, SettleReport,
+    SideReport, UnsettledDoc, UnsettledList, Untransformable, SCHEMA_VERSION,
 };
 
 use std::collections::BTreeMap;
@@ -35,6 +45,14 @@ use crate::es::read::{mget, Hit, PageSpec, Snapshot};
 use crate::es::{self};
 use crate::transform::legacy;
 use diff::Ignore;
+use pair::Reading;
+use positions::{Groups, Positions};
+use recheck::{Pending, Settler, Verdict};
+use settle::{Judgement, Offsets, Versions};
+
+/// How many differences are held for settling, with both documents; past it, a difference is
+/// judged as first read (memory stays bounded however broken a migration is).
+const MAX_PENDING: usize = 20_000;
 
 /// What to compare and how.
 #[derive(Debug, Clone)]
@@ -67,6 +85,21 @@ pub struct VerifySettings {
     pub max_hits: usize,
     /// Fail on `analysis` query differences too.
     pub strict_queries: bool,
+    /// Settle differences that are only lag, when set.
+    pub settle: Option<SettleSettings>,
+}
+
+/// How to settle differences while both indexers are live.
+#[derive(Debug, Clone)]
+pub struct SettleSettings {
+    /// librdkafka settings of the brokers.
+    pub kafka: rdkafka::ClientConfig,
+    /// The command topic and both groups.
+    pub groups: Groups,
+    /// At most this many rounds.
+    pub rounds: u32,
+    /// The time allowed, for the documents and again for the queries.
+    pub timeout: Duration,
 }
 
 /// How long a verify's point in time outlives its last read.
@@ -132,12 +165,21 @@ struct Checker {
     report: DocumentReport,
     missing: Smallest<()>,
     only_new: Smallest<()>,
-    differing: Smallest<Vec<diff::FieldDiff>>,
+    differing: Smallest<(Vec<diff::FieldDiff>, Versions)>,
     untransformable: Smallest<String>,
+    unsettled: Smallest<(String, Versions)>,
+    /// Differences waiting for a settle round, when settling.
+    pending: Option<BTreeMap<String, Pending>>,
+    /// Both indices carry offsets as versions.
+    offset_versions: bool,
+    /// Differences found when first read, while settling.
+    differences: u64,
+    /// Of those, judged different (at once, or after the rounds).
+    different: u64,
 }
 
 impl Checker {
-    fn new(ignore: Vec<String>, max: usize) -> Self {
+    fn new(ignore: Vec<String>, max: usize, settling: bool, offset_versions: bool) -> Self {
         Self {
             ignore: Ignore::new(ignore.clone()),
             report: DocumentReport {
@@ -148,37 +190,98 @@ impl Checker {
             only_new: Smallest::new(max),
             differing: Smallest::new(max),
             untransformable: Smallest::new(max),
+            unsettled: Smallest::new(max),
+            pending: settling.then(BTreeMap::new),
+            offset_versions,
+            differences: 0,
+            different: 0,
         }
     }
 
-    fn compare(&mut self, id: String, legacy_source: &Value, new_source: &Value) {
-        self.report.checked += 1;
-        match legacy::to_new(legacy_source) {
-            Err(reason) => {
+    /// Whether settling may need the page's high watermarks for this reading.
+    fn holds(&self, reading: &Reading) -> bool {
+        self.pending.is_some() && reading.may_be_lag()
+    }
+
+    /// Takes in a first reading of one id; `high`: the watermarks read after it, when settling.
+    fn observe(&mut self, first: FirstReading, high: Option<&Offsets>) {
+        let FirstReading {
+            id,
+            routing,
+            reading,
+            versions,
+            legacy,
+            new,
+        } = first;
+        if reading == Reading::Equal {
+            self.report.matching += 1;
+            return;
+        }
+        let (Some(high), true) = (high, self.holds(&reading)) else {
+            return self.record(id, reading, versions);
+        };
+        self.differences += 1;
+        let room = self.pending.as_ref().is_some_and(|p| p.len() < MAX_PENDING);
+        match settle::judge(None, versions, self.offset_versions, high) {
+            Judgement::Wait(wait) if room => {
+                // Settling is on (`holds`), so the map is there.
+                let pending = self.pending.get_or_insert_with(BTreeMap::new);
+                pending.insert(
+                    id,
+                    Pending {
+                        routing,
+                        wait,
+                        versions,
+                        legacy,
+                        new,
+                    },
+                );
+            }
+            _ => {
+                self.different += 1;
+                self.record(id, reading, versions);
+            }
+        }
+    }
+
+    /// Counts a final reading under its kind.
+    fn record(&mut self, id: String, reading: Reading, versions: Versions) {
+        match reading {
+            Reading::Equal => self.report.settled += 1,
+            Reading::MissingInNew => {
+                self.report.missing_in_new.count += 1;
+                self.missing.add(id, ());
+            }
+            Reading::OnlyInNew => {
+                self.report.only_in_new.count += 1;
+                self.only_new.add(id, ());
+            }
+            Reading::Differing(fields) => {
+                self.report.differing_count += 1;
+                self.differing.add(id, (fields, versions));
+            }
+            Reading::Untransformable(reason) => {
                 self.report.untransformable_count += 1;
                 self.untransformable.add(id, reason);
             }
-            Ok(expected) => {
-                let fields = diff::diff(&expected, new_source, &self.ignore);
-                if fields.is_empty() {
-                    self.report.matching += 1;
-                } else {
-                    self.report.differing_count += 1;
-                    self.differing.add(id, fields);
-                }
-            }
         }
     }
 
-    fn missing(&mut self, id: String) {
-        self.report.checked += 1;
-        self.report.missing_in_new.count += 1;
-        self.missing.add(id, ());
-    }
-
-    fn only_new(&mut self, id: String) {
-        self.report.only_in_new.count += 1;
-        self.only_new.add(id, ());
+    /// Takes in the verdicts of the settle rounds.
+    fn settled(&mut self, verdicts: Vec<(String, Verdict)>) {
+        for (id, verdict) in verdicts {
+            match verdict {
+                Verdict::Settled => self.report.settled += 1,
+                Verdict::Different(reading, versions) => {
+                    self.different += 1;
+                    self.record(id, reading, versions);
+                }
+                Verdict::Unsettled(reason, versions) => {
+                    self.report.unsettled.count += 1;
+                    self.unsettled.add(id, (reason, versions));
+                }
+            }
+        }
     }
 
     /// The report, with the examples in `_id` order.
@@ -190,7 +293,11 @@ impl Checker {
             .differing
             .items
             .into_iter()
-            .map(|(id, fields)| DocumentDiff { id, fields })
+            .map(|(id, (fields, versions))| DocumentDiff {
+                id,
+                fields,
+                versions,
+            })
             .collect();
         report.untransformable = self
             .untransformable
@@ -198,8 +305,69 @@ impl Checker {
             .into_iter()
             .map(|(id, reason)| Untransformable { id, reason })
             .collect();
+        report.unsettled.examples = self
+            .unsettled
+            .items
+            .into_iter()
+            .map(|(id, (reason, versions))| UnsettledDoc {
+                id,
+                reason,
+                versions,
+            })
+            .collect();
         report
     }
+}
+
+/// One id as first read: its routing, what both sides showed, their versions, and the
+/// documents read (`None`: absent, or only its id was read).
+struct FirstReading {
+    id: String,
+    routing: Option<String>,
+    reading: Reading,
+    versions: Versions,
+    legacy: Option<Value>,
+    new: Option<Value>,
+}
+
+impl FirstReading {
+    /// A legacy document and what the new index holds under its id.
+    fn of(legacy: Hit, new: Option<Hit>, ignore: &Ignore) -> Self {
+        Self {
+            reading: pair::read(
+                Some(&legacy.source),
+                new.as_ref().map(|h| &h.source),
+                ignore,
+            ),
+            versions: Versions {
+                legacy: legacy.version,
+                new: new.as_ref().and_then(|h| h.version),
+            },
+            id: legacy.id,
+            routing: legacy.routing,
+            legacy: Some(legacy.source),
+            new: new.map(|h| h.source),
+        }
+    }
+}
+
+/// Takes in one page of first readings. The high watermarks are read after the page's lookups,
+/// and only when settling needs them.
+async fn observe_page(
+    checker: &mut Checker,
+    positions: Option<&Positions>,
+    page: Vec<FirstReading>,
+) -> anyhow::Result<()> {
+    let high = match positions {
+        Some(p) if page.iter().any(|r| checker.holds(&r.reading)) => {
+            Some(p.high_watermarks().await?)
+        }
+        _ => None,
+    };
+    for r in page {
+        checker.observe(r, high.as_ref());
+    }
+    Ok(())
 }
 
 /// The ids of a page with their routings, as `_mget` takes them.
@@ -214,26 +382,29 @@ async fn check_all(
     new: &Side<'_>,
     settings: &VerifySettings,
     checker: &mut Checker,
+    positions: Option<&Positions>,
     total: u64,
 ) -> anyhow::Result<()> {
     let bar = crate::telemetry::progress_bar(total, "verify", "documents");
     let mut last_log = Instant::now();
     let spec = PageSpec {
         size: settings.page_size,
-        version: false,
+        version: positions.is_some(),
         source: true,
     };
     let mut pages = stream(legacy, spec).await?;
     while let Some(page) = pages.recv().await {
         let page = page?;
         let found = mget(new.client, new.cluster, new.index, &keys(&page), true).await?;
-        for (hit, new_source) in page.into_iter().zip(found) {
-            match new_source {
-                Some(new_source) => checker.compare(hit.id, &hit.source, &new_source),
-                None => checker.missing(hit.id),
-            }
-            bar.inc(1);
-        }
+        let len = page.len() as u64;
+        checker.report.checked += len;
+        let readings = page
+            .into_iter()
+            .zip(found)
+            .map(|(hit, new_doc)| FirstReading::of(hit, new_doc, &checker.ignore))
+            .collect();
+        observe_page(checker, positions, readings).await?;
+        bar.inc(len);
         if last_log.elapsed() >= Duration::from_secs(10) {
             last_log = Instant::now();
             tracing::info!(
@@ -260,11 +431,24 @@ async fn check_all(
             false,
         )
         .await?;
-        for (hit, legacy_doc) in page.into_iter().zip(found) {
-            if legacy_doc.is_none() {
-                checker.only_new(hit.id);
-            }
-        }
+        // An id the legacy index holds was compared in the first pass.
+        let readings = page
+            .into_iter()
+            .zip(found)
+            .filter(|(_, legacy_doc)| legacy_doc.is_none())
+            .map(|(hit, _)| FirstReading {
+                reading: Reading::OnlyInNew,
+                versions: Versions {
+                    legacy: None,
+                    new: hit.version,
+                },
+                id: hit.id,
+                routing: hit.routing,
+                legacy: None,
+                new: None,
+            })
+            .collect();
+        observe_page(checker, positions, readings).await?;
     }
     Ok(())
 }
@@ -299,33 +483,61 @@ async fn check_sample(
     new: &Side<'_>,
     settings: &VerifySettings,
     checker: &mut Checker,
+    positions: Option<&Positions>,
     size: usize,
 ) -> anyhow::Result<()> {
     let sample = sample_docs(legacy.client, legacy.index, size, settings.seed).await?;
     for chunk in sample.chunks(settings.page_size.max(1)) {
         let found = mget(new.client, new.cluster, new.index, &keys(chunk), true).await?;
-        for (hit, new_source) in chunk.iter().zip(found) {
-            match new_source {
-                Some(new_source) => checker.compare(hit.id.clone(), &hit.source, &new_source),
-                None => checker.missing(hit.id.clone()),
-            }
-        }
+        checker.report.checked += chunk.len() as u64;
+        let readings = chunk
+            .iter()
+            .cloned()
+            .zip(found)
+            .map(|(hit, new_doc)| FirstReading::of(hit, new_doc, &checker.ignore))
+            .collect();
+        observe_page(checker, positions, readings).await?;
     }
     Ok(())
 }
 
+/// Runs one query in its legacy form on the legacy side and translated on the new side; with
+/// every id only one side hit.
+async fn run_query(
+    legacy: &Side<'_>,
+    new: &Side<'_>,
+    query: &queries::UserQuery,
+    max_hits: usize,
+) -> anyhow::Result<(queries::QueryOutcome, std::collections::BTreeSet<String>)> {
+    let (l, lt) = queries::hit_ids(
+        legacy.client,
+        legacy.index,
+        &queries::legacy_query(query),
+        max_hits,
+    )
+    .await?;
+    let (n, nt) =
+        queries::hit_ids(new.client, new.index, &queries::new_query(query), max_hits).await?;
+    let disputed = l.symmetric_difference(&n).cloned().collect();
+    Ok((
+        queries::compare(query.clone(), &l, &n, lt || nt, 5),
+        disputed,
+    ))
+}
+
 async fn check_queries(
-    legacy: &Elasticsearch,
-    new: &Elasticsearch,
+    legacy: &Side<'_>,
+    new: &Side<'_>,
     settings: &VerifySettings,
-) -> anyhow::Result<Option<QueryReport>> {
+    settler: Option<&Settler>,
+) -> anyhow::Result<(Option<QueryReport>, Duration)> {
     let (corpus, source) = match &settings.queries {
         Some(path) => (queries::read_corpus(path)?, path.display().to_string()),
-        None if settings.sample_queries == 0 => return Ok(None),
+        None if settings.sample_queries == 0 => return Ok((None, Duration::ZERO)),
         None => {
             let docs = sample_docs(
-                legacy,
-                &settings.legacy_index,
+                legacy.client,
+                legacy.index,
                 settings.sample_queries,
                 settings.seed ^ 0x9e37,
             )
@@ -354,33 +566,31 @@ async fn check_queries(
         strict: settings.strict_queries,
         ..QueryReport::default()
     };
+    let mut differing = Vec::new();
     for query in corpus {
-        let (l, lt) = queries::hit_ids(
-            legacy,
-            &settings.legacy_index,
-            &queries::legacy_query(&query),
-            settings.max_hits,
-        )
-        .await?;
-        let (n, nt) = queries::hit_ids(
-            new,
-            &settings.new_index,
-            &queries::new_query(&query),
-            settings.max_hits,
-        )
-        .await?;
-        let outcome = queries::compare(query, &l, &n, lt || nt, 5);
+        let (outcome, ids) = run_query(legacy, new, &query, settings.max_hits).await?;
         report.total += 1;
-        match outcome.class {
-            "equal" => report.equal += 1,
-            "analysis" => report.analysis += 1,
-            _ => report.different += 1,
-        }
-        if outcome.class != "equal" {
-            report.differences.push(outcome);
+        match (outcome.class, settler) {
+            ("equal", _) => report.equal += 1,
+            (_, Some(s)) => differing.push(requery::PendingQuery {
+                query,
+                outcome,
+                high: s.positions.high_watermarks().await?,
+                ids,
+            }),
+            (_, None) => report.count(outcome),
         }
     }
-    Ok(Some(report))
+    let settling = Instant::now();
+    if let Some(s) = settler {
+        for outcome in s.queries(differing, legacy, new, settings.max_hits).await? {
+            match outcome.class {
+                "equal" => report.settled += 1,
+                _ => report.count(outcome),
+            }
+        }
+    }
+    Ok((Some(report), settling.elapsed()))
 }
 
 async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<SideReport> {
@@ -402,6 +612,17 @@ async fn side(client: &Elasticsearch, url: &str, index: &str) -> anyhow::Result<
         indices,
         count: es::count(client, index).await?,
     })
+}
+
+/// Whether `index` was built with offsets of `topic` as its external versions: `run` records the
+/// topic's partition count in the index's `_meta` exactly then.
+async fn built_from_offsets(
+    client: &Elasticsearch,
+    index: &str,
+    topic: &str,
+) -> anyhow::Result<bool> {
+    let meta = es::read_meta(client, index).await?;
+    Ok(meta["dual_indexer"]["partitions"].get(topic).is_some())
 }
 
 /// Runs the whole check.
@@ -426,21 +647,79 @@ pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
             index: &settings.new_index,
         },
     );
-    let mut checker = Checker::new(settings.ignore.clone(), settings.max_examples);
+    let settler = match &settings.settle {
+        Some(s) => {
+            let positions = Positions::connect(&s.kafka, s.groups.clone())?;
+            let offset_versions =
+                built_from_offsets(&legacy, &settings.legacy_index, &s.groups.topic).await?
+                    && built_from_offsets(&new, &settings.new_index, &s.groups.topic).await?;
+            Some(Settler {
+                positions,
+                rounds: s.rounds,
+                timeout: s.timeout,
+                offset_versions,
+            })
+        }
+        None => None,
+    };
+    let at_start = match &settler {
+        Some(s) => s.positions.high_watermarks().await?,
+        None => Offsets::new(),
+    };
+    let positions = settler.as_ref().map(|s| &s.positions);
+    let mut checker = Checker::new(
+        settings.ignore.clone(),
+        settings.max_examples,
+        settler.is_some(),
+        settler.as_ref().is_some_and(|s| s.offset_versions),
+    );
     match settings.sample {
         None => {
             checker.report.mode = "full";
-            check_all(&l, &n, settings, &mut checker, legacy_side.count).await?;
+            check_all(&l, &n, settings, &mut checker, positions, legacy_side.count).await?;
         }
         Some(size) => {
             checker.report.mode = "sample";
-            check_sample(&l, &n, settings, &mut checker, size).await?;
+            check_sample(&l, &n, settings, &mut checker, positions, size).await?;
         }
     }
-    let queries = check_queries(&legacy, &new, settings).await?;
+    let settle_started = Instant::now();
+    let mut settle = None;
+    if let (Some(s), Some(pending)) = (&settler, checker.pending.take()) {
+        let settled = s
+            .documents(pending, &l, &n, &checker.ignore, settings.page_size)
+            .await?;
+        checker.settled(settled.verdicts);
+        let groups = s.positions.groups();
+        settle = Some(SettleReport {
+            topic: groups.topic.clone(),
+            group: groups.group.clone(),
+            legacy_group: groups.legacy_group.clone(),
+            by_versions: s.offset_versions,
+            max_rounds: s.rounds,
+            rounds: settled.rounds,
+            timeout_secs: s.timeout.as_secs(),
+            differences: checker.differences,
+            settled: checker.report.settled,
+            different: checker.different,
+            unsettled: checker.report.unsettled.count,
+            seconds: 0.0,
+            high_watermarks_at_start: at_start,
+            committed: GroupOffsets {
+                legacy: settled.committed.legacy,
+                new: settled.committed.new,
+            },
+        });
+    }
+    let settling_documents = settle_started.elapsed();
+    let (queries, settling_queries) = check_queries(&l, &n, settings, settler.as_ref()).await?;
+    if let Some(s) = &mut settle {
+        s.seconds = (settling_documents + settling_queries).as_secs_f64();
+    }
     let documents = checker.finish();
     let clean = documents.clean() && queries.as_ref().is_none_or(QueryReport::clean);
     Ok(Report {
+        schema_version: SCHEMA_VERSION,
         tool: "dual-indexer verify",
         version: env!("CARGO_PKG_VERSION"),
         started_at,
@@ -449,6 +728,7 @@ pub async fn run(settings: &VerifySettings) -> anyhow::Result<Report> {
         new: new_side,
         documents,
         queries,
+        settle,
         clean,
     })
 }

@@ -125,7 +125,8 @@ pub struct QueryOutcome {
     /// Hits on each side.
     pub new_hits: usize,
     /// `equal`, `analysis` (the new hits are a strict subset, by key and value: the legacy
-    /// field's analysis matched more), or `different`.
+    /// field's analysis matched more), `different`, or `unsettled` (they differed, and could not
+    /// be run again once both indexers had caught up with them).
     pub class: &'static str,
     /// Some ids only the legacy query hit.
     pub only_legacy: Vec<String>,
@@ -133,6 +134,9 @@ pub struct QueryOutcome {
     pub only_new: Vec<String>,
     /// Whether either side had more hits than were compared.
     pub truncated: bool,
+    /// Why it is `unsettled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Classifies two hit sets.
@@ -161,6 +165,7 @@ pub fn compare(
         only_legacy: only_legacy.into_iter().take(examples).collect(),
         only_new: only_new.into_iter().take(examples).collect(),
         truncated,
+        reason: None,
     }
 }
 
