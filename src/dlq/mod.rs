@@ -18,7 +18,12 @@
 //!   is written again with its payload cut (halved until it fits), keeping every header and a
 //!   `dual-indexer.payload.truncated` header, so the origin still points at the whole command;
 //! - an authorisation failure stops the run with a message saying which permission is missing.
+//!
+//! The producer is made when the first letter is written, not before: librdkafka's producer
+//! comes with a polling thread that costs about 1 % of a core while idle (see
+//! [`DeadLetterQueue::new`]), and most runs write no dead letter at all.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod inspect;
@@ -29,8 +34,9 @@ pub use letter::{DeadLetter, ErrorClass};
 use crate::backoff::backoff;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use tokio::sync::OnceCell;
 
 /// Headers longer than this are cut, so one huge reason cannot make the dead letter itself too large.
 const MAX_REASON_BYTES: usize = 4096;
@@ -81,7 +87,8 @@ pub enum SendError {
 /// A producer bound to one dead-letter topic.
 #[derive(Clone)]
 pub struct DeadLetterQueue {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: Arc<OnceCell<FutureProducer>>,
     topic: String,
     source_topic: String,
 }
@@ -124,11 +131,17 @@ impl DeadLetterQueue {
         if config.get("message.timeout.ms").is_none() {
             config.set("message.timeout.ms", "30000");
         }
-        let producer = config
-            .create()
+        // The settings are checked now, so a bad `--dlq-kafka` stops the start rather than the
+        // first dead letter; a plain producer has no polling thread to start and stop. (The
+        // threaded producer's thread polls in 100 ms windows, and rdkafka 0.39 rounds the
+        // window's last millisecond down to a zero timeout, so the thread spins through it:
+        // 10 ms of CPU a second, measured with `perf` on an idle `run`.)
+        config
+            .create::<BaseProducer>()
             .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {e}"))?;
         Ok(Self {
-            producer,
+            config,
+            producer: Arc::new(OnceCell::new()),
             topic: topic.to_owned(),
             source_topic: source_topic.to_owned(),
         })
@@ -235,7 +248,12 @@ impl DeadLetterQueue {
         if let Some(key) = &letter.key {
             record = record.key(key);
         }
-        self.producer
+        let producer = self
+            .producer
+            .get_or_try_init(|| async { self.config.create::<FutureProducer>() })
+            .await
+            .map_err(|e| SendError::Other(format!("creating the dead-letter producer: {e}")))?;
+        producer
             .send(record, Duration::from_secs(0))
             .await
             .map(|_| ())
