@@ -281,15 +281,21 @@ async fn the_bigpanda_example_queries_return_what_the_write_up_says() {
         value: value.to_owned(),
     };
     assert_eq!(
-        search(dual_indexer::verify::queries::new_query(&q(
-            Some("Alice"),
-            "White"
-        )))
+        search(
+            dual_indexer::verify::queries::new_query(&q(Some("Alice"), "White"))
+                .unwrap()
+                .body
+        )
         .await,
         vec!["2"]
     );
     assert_eq!(
-        search(dual_indexer::verify::queries::new_query(&q(None, "White"))).await,
+        search(
+            dual_indexer::verify::queries::new_query(&q(None, "White"))
+                .unwrap()
+                .body
+        )
+        .await,
         vec!["2"]
     );
 }

@@ -365,7 +365,7 @@ async fn check_queries(
         let (n, nt) = queries::hit_ids(
             new,
             &settings.new_index,
-            &queries::new_query(&query),
+            &queries::new_query(&query)?.body,
             settings.max_hits,
         )
         .await?;
