@@ -150,10 +150,12 @@ impl Proxy {
                 &settings.security.legacy,
                 settings.legacy_timeout,
             )?,
+            // The shadow timeout is applied around each request, so that a late answer is
+            // told apart from a failed one; the client's own is only a backstop.
             new: crate::es::secure_client(
                 &settings.new_url,
                 &settings.security.new,
-                settings.timeout,
+                settings.timeout + Duration::from_secs(5),
             )?,
             index: settings.new_index.clone(),
             sample: Share::new(settings.sample),

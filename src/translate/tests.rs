@@ -25,10 +25,15 @@ fn a_search_by_value_over_every_tag_is_exact() {
         json!({"query_string": {"fields": ["tags.value.text^2", "title"], "query": "john AND smith"}})
     );
     assert_eq!(t.fidelity, Fidelity::Exact);
-    let t = ok(json!({"simple_query_string": {"default_field": "actions.tags.*", "query": "dor"}}));
+    let t = ok(json!({"query_string": {"default_field": "actions.tags.*", "query": "dor"}}));
     assert_eq!(
         t.body,
-        json!({"simple_query_string": {"default_field": "tags.value.text", "query": "dor"}})
+        json!({"query_string": {"default_field": "tags.value.text", "query": "dor"}})
+    );
+    let t = ok(json!({"simple_query_string": {"fields": ["actions.*"], "query": "dor"}}));
+    assert_eq!(
+        t.body,
+        json!({"simple_query_string": {"fields": ["tags.value.text"], "query": "dor"}})
     );
 }
 
