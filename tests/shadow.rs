@@ -603,9 +603,11 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
             case.name
         );
         let body = case.body.to_string();
+        // `pretty` makes the legacy answer's bytes its own: a proxy that parsed and re-encoded
+        // it would be seen.
         let (status, bytes, _) = post(
             &client,
-            &format!("{}/{}/{}", shadow.url, pair.legacy_index, case.endpoint),
+            &format!("{}/{}/{}?pretty", shadow.url, pair.legacy_index, case.endpoint),
             body.as_bytes(),
             false,
         )
@@ -654,7 +656,7 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
     );
     let (status, bytes, _) = post(
         &client,
-        &format!("{}/{}/_msearch", shadow.url, pair.legacy_index),
+        &format!("{}/{}/_msearch?pretty", shadow.url, pair.legacy_index),
         ms.as_bytes(),
         true,
     )
