@@ -607,7 +607,10 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
         // it would be seen.
         let (status, bytes, _) = post(
             &client,
-            &format!("{}/{}/{}?pretty", shadow.url, pair.legacy_index, case.endpoint),
+            &format!(
+                "{}/{}/{}?pretty",
+                shadow.url, pair.legacy_index, case.endpoint
+            ),
             body.as_bytes(),
             false,
         )

@@ -96,7 +96,7 @@ pub enum Command {
     /// Move the read alias to the new index, if the gate holds: the replay is CAUGHT_UP and the
     /// last verify report is clean.
     #[command(
-        after_help = "The gate: the group's lag is judged over --window-secs and must be CAUGHT_UP, and --verify-report must be clean, at most --max-report-age-secs old, and about the index being cut over to. Bulk-load settings are restored before the alias moves. What changed is written to --record, which `rollback` reads.\n\nExample:\n  dual-indexer cutover --es-url http://127.0.0.1:9201 --alias tags --to tags-v2 --group dual-indexer --topic commands"
+        after_help = "The gate: the group's lag is judged over --window-secs and must be CAUGHT_UP, and --verify-report must be clean, at most --max-report-age-secs old, and about the index being cut over to. Bulk-load settings are restored before the alias moves. With --shadow-report, the shadow proxy's report must also hold --min-shadow-compared compared searches, some in the last --shadow-window-secs and none of those `different`. What changed is written to --record, which `rollback` reads.\n\nExample:\n  dual-indexer cutover --es-url http://127.0.0.1:9201 --alias tags --to tags-v2 --group dual-indexer --topic commands"
     )]
     Cutover(CutoverArgs),
     /// Translate a legacy search (stdin) into the new schema (stdout), or say why it cannot be.
