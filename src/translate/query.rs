@@ -19,6 +19,9 @@ const KEY_TO_VALUE: &str = "tags.keyToValue";
 /// The analysed multi-field of every tag value, analysed like the legacy tag fields.
 const VALUE_TEXT: &str = "tags.value.text";
 
+/// A leaf query's parameters (`{"query": …, "operator": …}`).
+type Params = Map<String, Value>;
+
 /// Parameters of a leaf query that change only scores or names, copied to the translation.
 const KEPT: &[&str] = &["boost", "_name"];
 
@@ -305,7 +308,7 @@ fn leaf_spec<'a>(
     value_names: &[&str],
     allowed: &[&str],
     at: &str,
-) -> Result<(String, Option<&'a Map<String, Value>>), Refusal> {
+) -> Result<(String, Option<&'a Params>), Refusal> {
     let Value::Object(params) = spec else {
         return Ok((scalar_text(spec, at)?, None));
     };
