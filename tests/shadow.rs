@@ -380,12 +380,32 @@ fn expected_class(case: &Case, legacy: &Measure, oracle: &Measure) -> &'static s
     "analysis"
 }
 
-/// A TCP relay that records every byte the upstream sends back, to prove the proxy's answers are
-/// the legacy cluster's bytes.
+/// A TCP relay that records every byte each side sends, to prove the proxy's answers are the
+/// legacy cluster's bytes and its requests carry the application's credentials.
 #[derive(Clone)]
 struct Tap {
     url: String,
+    sent: Arc<Mutex<Vec<u8>>>,
     received: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Copies `from` to `to`, keeping a copy of every byte in `record`.
+async fn relay(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    record: &Mutex<Vec<u8>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        record.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
 }
 
 impl Tap {
@@ -393,38 +413,38 @@ impl Tap {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream.trim_start_matches("http://").to_owned();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&received);
+        let (sent, received) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (up_record, down_record) = (Arc::clone(&sent), Arc::clone(&received));
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let mut server = TcpStream::connect(&upstream).await.unwrap();
-                let record = Arc::clone(&record);
+                let (up_record, down_record) = (Arc::clone(&up_record), Arc::clone(&down_record));
                 tokio::spawn(async move {
-                    let (mut cr, mut cw) = client.split();
-                    let (mut sr, mut sw) = server.split();
-                    let up = tokio::io::copy(&mut cr, &mut sw);
-                    let down = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            let n = sr.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 {
-                                break;
-                            }
-                            record.lock().unwrap().extend_from_slice(&buf[..n]);
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    tokio::select! { _ = up => {}, _ = down => {} }
+                    let (cr, cw) = client.split();
+                    let (sr, sw) = server.split();
+                    tokio::select! {
+                        _ = relay(cr, sw, &up_record) => {},
+                        _ = relay(sr, cw, &down_record) => {},
+                    }
                 });
             }
         });
-        Self { url, received }
+        Self {
+            url,
+            sent,
+            received,
+        }
     }
 
     fn saw(&self, body: &[u8]) -> bool {
         memchr::memmem::find(&self.received.lock().unwrap(), body).is_some()
+    }
+
+    fn was_sent(&self, bytes: &[u8]) -> bool {
+        memchr::memmem::find(&self.sent.lock().unwrap(), bytes).is_some()
     }
 }
 
@@ -684,6 +704,19 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
     } else {
         "equal"
     };
+    // The application's credentials reach the legacy cluster as they came.
+    let status = client
+        .get(format!("{}/_cluster/health", shadow.url))
+        .header("authorization", "Basic YXBwOnNlY3JldA==")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(
+        tap.was_sent(b"authorization: Basic YXBwOnNlY3JldA=="),
+        "the credentials did not pass through"
+    );
     // Writes and admin calls pass through, unshadowed.
     let (status, _, _) = post(
         &client,
@@ -718,7 +751,7 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
     }
     assert_eq!(
         summary_count(&summary_line, "requests"),
-        corpus.len() as u64 + 2
+        corpus.len() as u64 + 3
     );
     assert_eq!(
         summary_count(&summary_line, "sampled"),
@@ -925,4 +958,56 @@ async fn the_read_canary_answers_exact_reads_from_the_new_cluster_in_the_legacy_
     }
     let summary = canary.stop();
     assert!(summary.ends_with("1 served from new"), "{summary}");
+}
+
+#[test]
+fn translate_prints_the_new_search_or_refuses_with_the_construct() {
+    let run = |args: &[&str], input: &str| {
+        let mut child = indexer()
+            .args(["translate"])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all_blocking(input.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, stdout, stderr) = run(&[], r#"{"query": {"match": {"actions.tags.name": "dor"}}}"#);
+    assert_eq!(code, 0, "{stderr}");
+    let body: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        body,
+        json!({"query": {"term": {"tags.keyToValue": "name:dor"}}})
+    );
+    assert!(stderr.starts_with("class: analysis (narrower"), "{stderr}");
+    let (code, stdout, _) = run(
+        &["--clause"],
+        r#"{"exists": {"field": "actions.tags.k8s:ns"}}"#,
+    );
+    assert_eq!(
+        (code, serde_json::from_str::<Value>(&stdout).unwrap()),
+        (0, json!({"prefix": {"tags.keyToValue": "k8s\\:ns:"}}))
+    );
+    let (code, stdout, stderr) = run(&[], r#"{"query": {"term": {"actions.tags.name": "Dor"}}}"#);
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert!(
+        stderr.starts_with("error: cannot translate /query/term/actions.tags.name: `term` `Dor`"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&[], "{not json");
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("the legacy search on stdin is not JSON"),
+        "{stderr}"
+    );
 }
