@@ -71,9 +71,10 @@ fn stub_upstream() -> String {
 }
 
 /// Starts a proxy with `sample` on a runtime of its own; returns its URL.
-fn proxy(upstream: &str, sample: f64) -> String {
+fn proxy(upstream: &str, index: &str, sample: f64) -> String {
     let settings = ShadowSettings {
         legacy_url: upstream.to_owned(),
+        legacy_index: index.to_owned(),
         new_url: upstream.to_owned(),
         new_index: "tags".into(),
         sample,
@@ -177,7 +178,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
-        let runs = [("direct", upstream.clone()), ("proxy, --sample 0", proxy(&upstream, 0.0)), ("proxy, --sample 0.05", proxy(&upstream, 0.05)), ("proxy, --sample 1", proxy(&upstream, 1.0))];
+        let runs = [("direct", upstream.clone()), ("proxy, --sample 0", proxy(&upstream, &index, 0.0)), ("proxy, --sample 0.05", proxy(&upstream, &index, 0.05)), ("proxy, --sample 1", proxy(&upstream, &index, 1.0))];
         println!("{SEQUENTIAL} sequential searches for the latency, then {CLIENTS} clients for {}s for the rate; upstream {upstream}", LOAD_FOR.as_secs());
         println!("| path | p50 ms | p99 ms | added p50 ms | added p99 ms | requests/s | of direct |");
         println!("|---|---|---|---|---|---|---|");

@@ -456,7 +456,7 @@ struct Shadow {
 }
 
 impl Shadow {
-    fn start(legacy: &str, new: &str, index: &str, extra: &[&str]) -> Self {
+    fn start(legacy: (&str, &str), new: &str, index: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let report = std::env::temp_dir().join(format!("{}.jsonl", unique("shadow-report")));
         let child = indexer()
@@ -465,7 +465,9 @@ impl Shadow {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--legacy-url",
-                legacy,
+                legacy.0,
+                "--legacy-index",
+                legacy.1,
                 "--es-url",
                 new,
                 "--index",
@@ -611,7 +613,12 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
     .await
     .unwrap();
     let tap = Tap::start(&stack.legacy_es).await;
-    let shadow = Shadow::start(&tap.url, &stack.new_es, &pair.new_index, &["--sample", "1"]);
+    let shadow = Shadow::start(
+        (&tap.url, &pair.legacy_index),
+        &stack.new_es,
+        &pair.new_index,
+        &["--sample", "1"],
+    );
     let client = reqwest::Client::new();
     let corpus = corpus();
     let mut expected_classes = BTreeMap::new();
@@ -717,6 +724,9 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
         tap.was_sent(b"authorization: Basic YXBwOnNlY3JldA=="),
         "the credentials did not pass through"
     );
+    // Reads of every index are not the legacy index's: they pass through, unshadowed.
+    let (status, _, _) = post(&client, &format!("{}/_count", shadow.url), b"", false).await;
+    assert_eq!(status, 200);
     // Writes and admin calls pass through, unshadowed.
     let (status, _, _) = post(
         &client,
@@ -751,7 +761,7 @@ async fn every_construct_answers_byte_identical_is_classed_and_matches_the_oracl
     }
     assert_eq!(
         summary_count(&summary_line, "requests"),
-        corpus.len() as u64 + 3
+        corpus.len() as u64 + 4
     );
     assert_eq!(
         summary_count(&summary_line, "sampled"),
@@ -811,7 +821,7 @@ async fn a_slow_or_dead_new_cluster_never_slows_the_legacy_path() {
     let direct = percentiles(latencies(&client, &search(&stack.legacy_es), N).await);
 
     let healthy = Shadow::start(
-        &stack.legacy_es,
+        (&stack.legacy_es, &pair.legacy_index),
         &stack.new_es,
         &pair.new_index,
         &["--sample", "1"],
@@ -829,7 +839,7 @@ async fn a_slow_or_dead_new_cluster_never_slows_the_legacy_path() {
     )
     .await;
     let slow = Shadow::start(
-        &stack.legacy_es,
+        (&stack.legacy_es, &pair.legacy_index),
         &slow_cluster.url,
         &pair.new_index,
         &[
@@ -847,7 +857,7 @@ async fn a_slow_or_dead_new_cluster_never_slows_the_legacy_path() {
 
     // Nothing listens where the new cluster should be.
     let dead = Shadow::start(
-        &stack.legacy_es,
+        (&stack.legacy_es, &pair.legacy_index),
         &format!("http://127.0.0.1:{}", free_port()),
         &pair.new_index,
         &["--sample", "1"],
@@ -913,7 +923,7 @@ async fn the_read_canary_answers_exact_reads_from_the_new_cluster_in_the_legacy_
     let pair = replay_both(&stack, &messages).await;
     let client = reqwest::Client::new();
     let canary = Shadow::start(
-        &stack.legacy_es,
+        (&stack.legacy_es, &pair.legacy_index),
         &stack.new_es,
         &pair.new_index,
         &["--sample", "0", "--serve-from", "new", "--share", "1"],

@@ -40,6 +40,9 @@ pub struct ShadowArgs {
         help_heading = heading::ES
     )]
     pub legacy_url: String,
+    /// The legacy index or alias whose reads (`/INDEX/_search`, `_count`, `_msearch`) are shadowed; reads of other or several indices only pass through.
+    #[arg(long, env = "DUAL_INDEXER_LEGACY_INDEX", default_value = "tags-v1", help_heading = heading::ES)]
+    pub legacy_index: String,
     /// Seconds the legacy cluster has to answer a request.
     #[arg(long, env = "DUAL_INDEXER_LEGACY_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), help_heading = heading::ES)]
     pub legacy_timeout_secs: u64,
@@ -91,6 +94,7 @@ impl ShadowArgs {
     pub fn settings(&self, security: &Security) -> ShadowSettings {
         ShadowSettings {
             legacy_url: self.legacy_url.clone(),
+            legacy_index: self.legacy_index.clone(),
             new_url: self.es_url.clone(),
             new_index: self.index.clone(),
             sample: self.sample,

@@ -46,6 +46,8 @@ use route::{Endpoint, NewRequest};
 pub struct ShadowSettings {
     /// The legacy cluster every request goes to.
     pub legacy_url: String,
+    /// The legacy index (or alias) whose reads are shadowed.
+    pub legacy_index: String,
     /// The new cluster.
     pub new_url: String,
     /// The new cluster's read alias (or index) the translated reads go to.
@@ -115,6 +117,7 @@ const CLASSES: [Class; 5] = [
 /// The proxy's state, shared by every connection and shadow task.
 pub struct Proxy {
     legacy: forward::Legacy,
+    legacy_index: String,
     new: Elasticsearch,
     index: String,
     sample: Share,
@@ -157,6 +160,7 @@ impl Proxy {
                 &settings.security.new,
                 settings.timeout + Duration::from_secs(5),
             )?,
+            legacy_index: settings.legacy_index.clone(),
             index: settings.new_index.clone(),
             sample: Share::new(settings.sample),
             canary: settings.canary.map(Share::new),
@@ -223,7 +227,7 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let endpoint = route::endpoint(parts.method.as_str(), parts.uri.path());
+        let endpoint = route::endpoint(parts.method.as_str(), parts.uri.path(), &self.legacy_index);
         counter!("shadow.requests", "endpoint" => endpoint.map_or("other", Endpoint::name))
             .increment(1);
         self.tally.requests.fetch_add(1, Ordering::Relaxed);

@@ -30,15 +30,25 @@ impl Endpoint {
     }
 }
 
-/// The shadowed endpoint a request is for, if it is one.
-pub fn endpoint(method: &str, path: &str) -> Option<Endpoint> {
+/// The shadowed endpoint a request is for, if it is one: a read of exactly `legacy_index`
+/// (`/{legacy_index}/_search`). Reads of other indices, of several, or of every index are the
+/// application's business with other data, and the new index could only answer them differently.
+pub fn endpoint(method: &str, path: &str, legacy_index: &str) -> Option<Endpoint> {
     if method != "GET" && method != "POST" {
         return None;
     }
-    match path.trim_end_matches('/').rsplit('/').next() {
-        Some("_search") => Some(Endpoint::Search),
-        Some("_count") => Some(Endpoint::Count),
-        Some("_msearch") => Some(Endpoint::Msearch),
+    let mut segments = path.trim_matches('/').split('/');
+    let (Some(index), Some(name), None) = (segments.next(), segments.next(), segments.next())
+    else {
+        return None;
+    };
+    if index != legacy_index {
+        return None;
+    }
+    match name {
+        "_search" => Some(Endpoint::Search),
+        "_count" => Some(Endpoint::Count),
+        "_msearch" => Some(Endpoint::Msearch),
         _ => None,
     }
 }
@@ -164,15 +174,30 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn only_searches_counts_and_msearches_are_shadowed() {
-        assert_eq!(endpoint("GET", "/tags-v1/_search"), Some(Endpoint::Search));
-        assert_eq!(endpoint("POST", "/_search/"), Some(Endpoint::Search));
-        assert_eq!(endpoint("POST", "/a,b/_count"), Some(Endpoint::Count));
-        assert_eq!(endpoint("POST", "/_msearch"), Some(Endpoint::Msearch));
-        assert_eq!(endpoint("POST", "/_search/scroll"), None);
-        assert_eq!(endpoint("POST", "/tags-v1/_search/template"), None);
-        assert_eq!(endpoint("PUT", "/tags-v1/_search"), None);
-        assert_eq!(endpoint("POST", "/tags-v1/_bulk"), None);
+    fn only_reads_of_the_legacy_index_are_shadowed() {
+        let shadowed = |method: &str, path: &str| endpoint(method, path, "tags-v1");
+        assert_eq!(shadowed("GET", "/tags-v1/_search"), Some(Endpoint::Search));
+        assert_eq!(
+            shadowed("POST", "/tags-v1/_search/"),
+            Some(Endpoint::Search)
+        );
+        assert_eq!(shadowed("POST", "/tags-v1/_count"), Some(Endpoint::Count));
+        assert_eq!(
+            shadowed("POST", "/tags-v1/_msearch"),
+            Some(Endpoint::Msearch)
+        );
+        for (method, path) in [
+            ("POST", "/_search"),
+            ("POST", "/_msearch"),
+            ("POST", "/tags-v1,other/_search"),
+            ("POST", "/other/_search"),
+            ("POST", "/_search/scroll"),
+            ("POST", "/tags-v1/_search/template"),
+            ("PUT", "/tags-v1/_search"),
+            ("POST", "/tags-v1/_bulk"),
+        ] {
+            assert_eq!(shadowed(method, path), None, "{method} {path}");
+        }
     }
 
     #[test]
