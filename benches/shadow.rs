@@ -88,6 +88,7 @@ fn proxy(upstream: &str, index: &str, sample: f64) -> String {
         answer_bytes: 4096,
         canary: None,
         security: Default::default(),
+        tls: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

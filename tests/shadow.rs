@@ -1028,3 +1028,74 @@ fn translate_prints_the_new_search_or_refuses_with_the_construct() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_serves_https_with_its_own_certificate() {
+    let stack = stack();
+    let dir = std::env::temp_dir().join(unique("shadow-tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .expect("the test makes its certificate with the openssl command");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let proxy = Shadow::start(
+        (&stack.legacy_es, "tags-v1"),
+        &stack.new_es,
+        "tags-v2",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let https = proxy.url.replace("http://", "https://");
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let answer = trusting
+        .get(format!("{https}/_cluster/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let health: Value = answer.json().await.unwrap();
+    assert!(health["status"].is_string(), "{health}");
+    // Plain HTTP is not answered on a TLS listener.
+    assert!(reqwest::Client::new()
+        .get(format!("{}/_cluster/health", proxy.url))
+        .send()
+        .await
+        .map_or(true, |r| !r.status().is_success()));
+    proxy.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -32,6 +32,12 @@ pub struct ShadowArgs {
         default_value = "127.0.0.1:9210"
     )]
     pub listen: SocketAddr,
+    /// PEM certificate chain the proxy serves HTTPS with (with --tls-key); plain HTTP when unset.
+    #[arg(long, env = "DUAL_INDEXER_SHADOW_TLS_CERT", value_name = "FILE", requires = "tls_key", help_heading = heading::SECURITY)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "DUAL_INDEXER_SHADOW_TLS_KEY", value_name = "FILE", requires = "tls_cert", help_heading = heading::SECURITY)]
+    pub tls_key: Option<PathBuf>,
     /// The legacy cluster's URL: every request goes there.
     #[arg(
         long,
@@ -105,6 +111,7 @@ impl ShadowArgs {
             answer_bytes: self.report_answer_bytes,
             canary: (self.serve_from == ServeFrom::New).then_some(self.share),
             security: security.clone(),
+            tls: self.tls_cert.clone().zip(self.tls_key.clone()),
         }
     }
 }

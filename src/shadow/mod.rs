@@ -15,6 +15,7 @@ pub mod compare;
 pub mod forward;
 pub mod report;
 pub mod route;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -68,6 +69,8 @@ pub struct ShadowSettings {
     pub canary: Option<f64>,
     /// Both clusters' TLS settings; the new cluster's credentials.
     pub security: Security,
+    /// The proxy's own certificate and key (PEM), to listen with TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A share of a stream of requests, chosen by count so that any run of requests gets its share
@@ -128,6 +131,7 @@ pub struct Proxy {
     report: ReportFile,
     answer_bytes: usize,
     tally: Tally,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A sampled request and the legacy answer to it, handed to the shadow task.
@@ -170,6 +174,10 @@ impl Proxy {
             report: ReportFile::open(&settings.report)?,
             answer_bytes: settings.answer_bytes,
             tally: Tally::default(),
+            tls: match &settings.tls {
+                Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+                None => None,
+            },
         })
     }
 
@@ -184,7 +192,20 @@ impl Proxy {
                     Ok((stream, _)) => {
                         // Answers are small and latency is the point: no Nagle delay.
                         let _ = stream.set_nodelay(true);
-                        tokio::spawn(Arc::clone(&self).connection(stream));
+                        let proxy = Arc::clone(&self);
+                        match self.tls.clone() {
+                            None => {
+                                tokio::spawn(proxy.connection(stream));
+                            }
+                            Some(acceptor) => {
+                                tokio::spawn(async move {
+                                    match acceptor.accept(stream).await {
+                                        Ok(stream) => proxy.connection(stream).await,
+                                        Err(e) => tracing::debug!(error = %e, "shadow: a TLS handshake failed"),
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors, most likely: wait rather than spin.
@@ -198,7 +219,10 @@ impl Proxy {
         let _ = tokio::time::timeout(self.timeout + Duration::from_secs(1), all).await;
     }
 
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream) {
+    async fn connection<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let service = service_fn(move |request| {
             let proxy = Arc::clone(&self);
             async move { Ok::<_, Infallible>(proxy.handle(request).await) }
