@@ -6,7 +6,7 @@
 //! [`source`] (consume, track offsets, commit) → [`command`] (decode) → [`transform`] (new
 //! document schema) → [`sink`] (batch, send, classify per item, retry) → [`dlq`] (dead letters),
 //! tied together by [`pipeline`]. [`generate`] makes synthetic command streams; [`es`] prepares
-//! clusters; [`cutover`] moves reads between indices; [`verify`] compares the clusters; [`backfill`] copies the history Kafka no longer holds; [`telemetry`] sets up logs and metrics.
+//! clusters; [`cutover`] moves reads between indices; [`verify`] compares the clusters; [`backfill`] copies the history Kafka no longer holds; [`translate`] turns legacy searches into new-schema ones, for [`verify`] and the [`shadow`] proxy; [`telemetry`] sets up logs and metrics.
 
 pub mod backfill;
 pub mod backoff;
@@ -25,10 +25,12 @@ pub mod lag;
 pub mod pipeline;
 pub mod schemas;
 pub mod secrets;
+pub mod shadow;
 pub mod sink;
 pub mod source;
 pub mod startup;
 pub mod status;
 pub mod telemetry;
 pub mod transform;
+pub mod translate;
 pub mod verify;

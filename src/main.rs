@@ -58,6 +58,8 @@ fn main() -> ExitCode {
             Command::Alias(command) => commands::alias::run(command, &security.new).await,
             Command::Cutover(args) => commands::cutover::run(args, &security.new).await,
             Command::Rollback(args) => commands::rollback::run(args, &security.new).await,
+            Command::Translate(args) => commands::translate::run(args),
+            Command::Shadow(args) => commands::shadow::run(*args, &security).await,
             Command::Envelope(command) => commands::envelope::run(command).await,
             Command::Dlq(command) => commands::dlq::run(command, &security.new).await,
             Command::Config(command) => {

@@ -301,9 +301,43 @@ async fn cutover_waits_for_the_gate_restores_bulk_load_settings_and_rolls_back()
     assert!(out.contains("found differences"), "{out}");
     assert_eq!(alias_state(es, &alias), Value::Null);
 
-    // A clean report and a caught-up replay: the gate holds, settings come back, the alias moves.
+    // With the shadow gate: a recent `different` answer in the proxy's report refuses.
     write_report(true);
-    let (code, out) = cutover(&[]);
+    let shadow = std::env::temp_dir().join(format!("{prefix}-shadow.jsonl"));
+    let write_shadow = |classes: &[&str]| {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let lines: Vec<String> = classes
+            .iter()
+            .map(|class| {
+                json!({"at_ms": now_ms, "endpoint": "_search", "path": "/tags/_search", "class": class,
+                    "differences": [], "legacy_ms": 1.0, "query": "{}"})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(&shadow, lines.join("\n") + "\n").unwrap();
+    };
+    let shadow_gate = [
+        "--shadow-report",
+        shadow.to_str().unwrap(),
+        "--min-shadow-compared",
+        "3",
+    ];
+    write_shadow(&["equal", "analysis", "different", "untranslatable"]);
+    let (code, out) = cutover(&shadow_gate);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("1 `different` answers in the last 3600s"),
+        "{out}"
+    );
+    assert_eq!(alias_state(es, &alias), Value::Null);
+
+    // A clean report, a clean shadow report and a caught-up replay: the gate holds, settings come
+    // back, the alias moves.
+    write_shadow(&["equal", "analysis", "equal", "error"]);
+    let (code, out) = cutover(&shadow_gate);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("bulk-load settings restored"), "{out}");
     assert!(
@@ -346,4 +380,5 @@ async fn cutover_waits_for_the_gate_restores_bulk_load_settings_and_rolls_back()
     assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
     let _ = std::fs::remove_file(report);
     let _ = std::fs::remove_file(record);
+    let _ = std::fs::remove_file(shadow);
 }

@@ -28,7 +28,9 @@ const DOCS: &[(&str, &str)] = &[
     page!("docs/reliability.md"),
     page!("docs/run.md"),
     page!("docs/runbook.md"),
+    page!("docs/shadow.md"),
     page!("docs/stack.md"),
+    page!("docs/translate.md"),
     page!("docs/verify.md"),
 ];
 
@@ -43,10 +45,18 @@ fn documented(needle: &str) -> bool {
 }
 
 #[test]
-fn every_flag_of_run_generate_lag_and_backfill_is_documented() {
+fn every_flag_of_run_generate_lag_backfill_shadow_translate_and_cutover_is_documented() {
     let cli = Cli::command();
     let mut missing = Vec::new();
-    for name in ["run", "generate", "lag", "backfill"] {
+    for name in [
+        "run",
+        "generate",
+        "lag",
+        "backfill",
+        "shadow",
+        "translate",
+        "cutover",
+    ] {
         let sub = cli.find_subcommand(name).expect("subcommand exists");
         for arg in sub.get_arguments().chain(cli.get_arguments()) {
             let Some(long) = arg.get_long() else { continue };

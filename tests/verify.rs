@@ -9,46 +9,6 @@ use dual_indexer::generate::{self, GeneratedMessage, GeneratorSpec};
 use serde_json::{json, Value};
 use support::*;
 
-/// The indices both indexers filled from one topic.
-struct SideBySide {
-    legacy_index: String,
-    new_index: String,
-    /// The command topic both replayed.
-    topic: String,
-}
-
-/// Replays `messages` into the legacy cluster (legacy schema, legacy group) and the new cluster
-/// (new schema, own group) at the same time, each until caught up.
-async fn replay_both(stack: &Stack, messages: &[GeneratedMessage]) -> SideBySide {
-    let topic = unique("side");
-    produce_topic(stack, &topic, 3, messages).await;
-    let legacy_index = unique("tags-v1");
-    let new_index = unique("tags-v2");
-    let legacy_group = unique("legacy-indexer");
-    let legacy_args = run_args_to(
-        stack,
-        &topic,
-        &legacy_group,
-        &legacy_index,
-        &stack.legacy_es,
-    );
-    let mut legacy = indexer()
-        .args(&legacy_args)
-        .args(["--schema", "legacy", "--until-caught-up"])
-        .guarded();
-    let mut new = indexer()
-        .args(run_args(stack, &topic, &unique("indexer"), &new_index))
-        .args(["--legacy-group", &legacy_group, "--until-caught-up"])
-        .guarded();
-    assert!(wait_with_timeout(&mut legacy, Duration::from_secs(240)).success());
-    assert!(wait_with_timeout(&mut new, Duration::from_secs(240)).success());
-    SideBySide {
-        topic,
-        legacy_index,
-        new_index,
-    }
-}
-
 fn verify(stack: &Stack, pair: &SideBySide, extra: &[&str]) -> (i32, String, Value) {
     let (mut command, report) = verify_command(stack, &pair.legacy_index, &pair.new_index, extra);
     checked_report(command.output().unwrap(), &report)
@@ -298,15 +258,21 @@ async fn the_bigpanda_example_queries_return_what_the_write_up_says() {
         value: value.to_owned(),
     };
     assert_eq!(
-        search(dual_indexer::verify::queries::new_query(&q(
-            Some("Alice"),
-            "White"
-        )))
+        search(
+            dual_indexer::verify::queries::new_query(&q(Some("Alice"), "White"))
+                .unwrap()
+                .body
+        )
         .await,
         vec!["2"]
     );
     assert_eq!(
-        search(dual_indexer::verify::queries::new_query(&q(None, "White"))).await,
+        search(
+            dual_indexer::verify::queries::new_query(&q(None, "White"))
+                .unwrap()
+                .body
+        )
+        .await,
         vec!["2"]
     );
 }

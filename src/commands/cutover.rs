@@ -38,6 +38,15 @@ pub struct CutoverArgs {
     /// The oldest verify report accepted, in seconds.
     #[arg(long, default_value_t = 3_600, help_heading = heading::LAG)]
     pub max_report_age_secs: u64,
+    /// Also require the `shadow` proxy's report to hold enough comparisons and no `different` answer in the last window.
+    #[arg(long, env = "DUAL_INDEXER_SHADOW_REPORT", value_name = "FILE", help_heading = heading::LAG)]
+    pub shadow_report: Option<std::path::PathBuf>,
+    /// With --shadow-report: the compared searches the report must hold.
+    #[arg(long, default_value_t = 1_000, help_heading = heading::LAG)]
+    pub min_shadow_compared: u64,
+    /// With --shadow-report: the last window, in seconds, that must hold comparisons and no `different` one.
+    #[arg(long, default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..), help_heading = heading::LAG)]
+    pub shadow_window_secs: u64,
     /// Where to write what changed, for `rollback`.
     #[arg(long, default_value = "cutover-record.json")]
     pub record: std::path::PathBuf,
@@ -72,6 +81,15 @@ pub async fn run(args: CutoverArgs, security: &ClusterSecurity) -> anyhow::Resul
         target: target.clone(),
         now: crate::files::unix_now(),
         max_report_age: args.max_report_age_secs,
+        shadow: args.shadow_report.as_ref().map(|path| {
+            let now_ms = crate::files::unix_now().saturating_mul(1_000);
+            let window_ms = args.shadow_window_secs.saturating_mul(1_000);
+            gate::ShadowFacts {
+                summary: crate::shadow::report::summarize(path, now_ms.saturating_sub(window_ms)),
+                min_compared: args.min_shadow_compared,
+                window_secs: args.shadow_window_secs,
+            }
+        }),
     };
     let refusals = gate::refusals(&facts);
     if !refusals.is_empty() {

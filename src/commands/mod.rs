@@ -17,6 +17,8 @@ use index::IndexCommand;
 use lag::LagArgs;
 use rollback::RollbackArgs;
 use run::RunArgs;
+use shadow::ShadowArgs;
+use translate::TranslateArgs;
 use verify::VerifyArgs;
 
 pub mod alias;
@@ -30,6 +32,8 @@ pub mod index;
 pub mod lag;
 pub mod rollback;
 pub mod run;
+pub mod shadow;
+pub mod translate;
 pub mod verify;
 
 /// `--version` output: the crate version and the git commit it was built from.
@@ -92,9 +96,19 @@ pub enum Command {
     /// Move the read alias to the new index, if the gate holds: the replay is CAUGHT_UP and the
     /// last verify report is clean.
     #[command(
-        after_help = "The gate: the group's lag is judged over --window-secs and must be CAUGHT_UP, and --verify-report must be clean, at most --max-report-age-secs old, and about the index being cut over to. Bulk-load settings are restored before the alias moves. What changed is written to --record, which `rollback` reads.\n\nExample:\n  dual-indexer cutover --es-url http://127.0.0.1:9201 --alias tags --to tags-v2 --group dual-indexer --topic commands"
+        after_help = "The gate: the group's lag is judged over --window-secs and must be CAUGHT_UP, and --verify-report must be clean, at most --max-report-age-secs old, and about the index being cut over to. Bulk-load settings are restored before the alias moves. With --shadow-report, the shadow proxy's report must also hold --min-shadow-compared compared searches, some in the last --shadow-window-secs and none of those `different`. What changed is written to --record, which `rollback` reads.\n\nExample:\n  dual-indexer cutover --es-url http://127.0.0.1:9201 --alias tags --to tags-v2 --group dual-indexer --topic commands"
     )]
     Cutover(CutoverArgs),
+    /// Translate a legacy search (stdin) into the new schema (stdout), or say why it cannot be.
+    #[command(
+        after_help = "The class (exact, or analysis: the new search finds a subset or a superset of the legacy hits) and notes go to stderr. Rules: docs/translate.md.\n\nExit codes: 0 translated, 1 untranslatable (the construct and the reason on stderr), 2 stdin is not JSON.\n\nExamples:\n  echo '{\"query\": {\"match\": {\"actions.tags.name\": \"dor\"}}}' | dual-indexer translate\n  dual-indexer translate --clause --json < clause.json"
+    )]
+    Translate(TranslateArgs),
+    /// A proxy in front of the legacy cluster that shadows a share of the reads on the new cluster, translated, and compares the answers.
+    #[command(
+        after_help = "Every request is answered by the legacy cluster, byte for byte; the comparison runs after the answer is sent. See docs/shadow.md.\n\nExample:\n  dual-indexer shadow --listen 0.0.0.0:9210 --legacy-url http://legacy:9200 --es-url http://new:9200 --index tags --sample 0.05 --report shadow-report.jsonl"
+    )]
+    Shadow(Box<ShadowArgs>),
     /// Undo the last cutover (or `alias swap --record`): restore the alias exactly as it was.
     #[command(
         after_help = "Refuses when the alias has moved since the record was written, unless --force.\n\nExample:\n  dual-indexer rollback --es-url http://127.0.0.1:9201 --record cutover-record.json"

@@ -2,7 +2,9 @@
 //!
 //! It holds when both are true:
 //! - the new indexer's group is CAUGHT_UP, judged over a full lag window;
-//! - the newest `verify` report is clean, recent, and about the index being cut over to.
+//! - the newest `verify` report is clean, recent, and about the index being cut over to;
+//! - with `--shadow-report`: the `shadow` proxy compared enough of the application's real
+//!   searches, some of them in the last window, and none of those was `different`.
 //!
 //! Clean means no `different` and no `unsettled` difference: differences a live verify settled
 //! as lag are counted in the report and never refuse the cutover.
@@ -72,6 +74,19 @@ pub struct GateFacts {
     pub now: u64,
     /// The oldest report age accepted, in seconds.
     pub max_report_age: u64,
+    /// The shadow report's counts, when the gate asks for it.
+    pub shadow: Option<ShadowFacts>,
+}
+
+/// What the gate reads from a `shadow` report.
+#[derive(Debug, Clone)]
+pub struct ShadowFacts {
+    /// The report's counts, or why it could not be read.
+    pub summary: Result<crate::shadow::report::Summary, String>,
+    /// Compared searches needed, over the whole report.
+    pub min_compared: u64,
+    /// The last window, in seconds, for the statement "no `different`".
+    pub window_secs: u64,
 }
 
 /// The reasons the gate refuses; empty when it holds.
@@ -115,7 +130,35 @@ pub fn refusals(facts: &GateFacts) -> Vec<String> {
             }
         }
     }
+    if let Some(shadow) = &facts.shadow {
+        shadow_refusals(shadow, &mut reasons);
+    }
     reasons
+}
+
+fn shadow_refusals(shadow: &ShadowFacts, reasons: &mut Vec<String>) {
+    let summary = match &shadow.summary {
+        Ok(summary) => summary,
+        Err(why) => return reasons.push(format!("no usable shadow report: {why}")),
+    };
+    if summary.compared < shadow.min_compared {
+        reasons.push(format!(
+            "the shadow report compared {} searches, fewer than the {} required",
+            summary.compared, shadow.min_compared
+        ));
+    }
+    if summary.compared_in_window == 0 {
+        reasons.push(format!(
+            "the shadow report compared no search in the last {}s: is the proxy still running?",
+            shadow.window_secs
+        ));
+    }
+    if summary.different_in_window > 0 {
+        reasons.push(format!(
+            "the shadow report has {} `different` answers in the last {}s",
+            summary.different_in_window, shadow.window_secs
+        ));
+    }
 }
 
 /// Reads a verify report for the gate.
@@ -145,6 +188,7 @@ mod tests {
             target: "tags-v2-000001".into(),
             now: 1_100,
             max_report_age: 3_600,
+            shadow: None,
         }
     }
 
@@ -212,6 +256,41 @@ mod tests {
             serde_json::from_str(r#"{"clean": true, "finished_at": 5, "new": {"indices": ["i"]}}"#)
                 .unwrap();
         assert_eq!((old.schema_version, old.clean), (1, true));
+    }
+
+    #[test]
+    fn the_shadow_report_needs_enough_comparisons_and_no_recent_difference() {
+        use crate::shadow::report::Summary;
+        let with = |compared, compared_in_window, different_in_window| {
+            let mut f = facts();
+            f.shadow = Some(ShadowFacts {
+                summary: Ok(Summary {
+                    compared,
+                    compared_in_window,
+                    different_in_window,
+                }),
+                min_compared: 1_000,
+                window_secs: 3_600,
+            });
+            refusals(&f)
+        };
+        assert!(with(1_000, 10, 0).is_empty());
+        assert_eq!(
+            with(999, 10, 0),
+            vec!["the shadow report compared 999 searches, fewer than the 1000 required"]
+        );
+        assert_eq!(
+            with(5_000, 10, 2),
+            vec!["the shadow report has 2 `different` answers in the last 3600s"]
+        );
+        assert!(with(5_000, 0, 0)[0].contains("no search in the last 3600s"));
+        let mut f = facts();
+        f.shadow = Some(ShadowFacts {
+            summary: Err("cannot read the shadow report x: not found".into()),
+            min_compared: 1,
+            window_secs: 1,
+        });
+        assert!(refusals(&f)[0].starts_with("no usable shadow report"));
     }
 
     #[test]

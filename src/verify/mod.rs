@@ -516,8 +516,13 @@ async fn run_query(
         max_hits,
     )
     .await?;
-    let (n, nt) =
-        queries::hit_ids(new.client, new.index, &queries::new_query(query), max_hits).await?;
+    let (n, nt) = queries::hit_ids(
+        new.client,
+        new.index,
+        &queries::new_query(query)?.body,
+        max_hits,
+    )
+    .await?;
     let disputed = l.symmetric_difference(&n).cloned().collect();
     Ok((
         queries::compare(query.clone(), &l, &n, lt || nt, 5),

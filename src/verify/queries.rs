@@ -1,19 +1,20 @@
 //! Query parity: the same user query in its legacy form against the legacy cluster and in its
 //! translated form against the new one, compared by the ids they hit.
 //!
-//! The two query kinds the product offers, and their translations:
+//! The two query kinds the product offers, in their legacy form; [`crate::translate`] (the same
+//! translator `translate` and `shadow` use, rules in docs/translate.md) makes the new form:
 //!
 //! | kind | legacy (analysed `text`) | new |
 //! |---|---|---|
 //! | by value | `query_string` over `actions.tags.*` | the same `query_string` over `tags.value.text` |
-//! | by key and value | `match` on `actions.tags.<key>` | `term` on `tags.keyToValue` = `key_to_value::encode(key, value)` |
+//! | by key and value | `match` on `actions.tags.<key>` | `term` on `tags.keyToValue` = `key_to_value::encode(key, value)` (and its ASCII lower case) |
 //!
 //! By value, the `tags.value.text` multi-field is analysed exactly like the legacy fields, and one
 //! field holding every value answers "any term in any tag" just as `actions.tags.*` does: the hit
 //! sets are equal. By key and value, the new schema matches the exact value (a keyword), where the
 //! legacy `match` hit any document whose value for that key shares a word with the query, in any
-//! case. That difference is the schema's purpose, not a bug; the check classifies it as
-//! `analysis` (the new hits are a subset of the legacy hits) and reports it separately.
+//! case. That difference is the schema's purpose, not a bug: the translator marks it as narrowing,
+//! and the check classifies it as `analysis` when the new hits are a subset of the legacy hits.
 
 use std::collections::BTreeSet;
 
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::es;
-use crate::transform::key_to_value;
+use crate::translate::{self, Refusal, Translation};
 
 /// One user query: by value, or by key and value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -75,14 +76,9 @@ pub fn legacy_query(q: &UserQuery) -> Value {
     }
 }
 
-/// The query translated for the new schema, through the indexer's own `keyToValue` function.
-pub fn new_query(q: &UserQuery) -> Value {
-    match &q.key {
-        None => {
-            json!({"query_string": {"fields": ["tags.value.text"], "query": escape_query_string(&q.value)}})
-        }
-        Some(key) => json!({"term": {"tags.keyToValue": key_to_value::encode(key, &q.value)}}),
-    }
+/// The legacy query translated for the new schema by [`crate::translate`].
+pub fn new_query(q: &UserQuery) -> Result<Translation, Refusal> {
+    translate::query(&legacy_query(q))
 }
 
 /// The ids a query hits (at most `max`), and whether there were more.
@@ -124,9 +120,10 @@ pub struct QueryOutcome {
     pub legacy_hits: usize,
     /// Hits on each side.
     pub new_hits: usize,
-    /// `equal`, `analysis` (the new hits are a strict subset, by key and value: the legacy
-    /// field's analysis matched more), `different`, or `unsettled` (they differed, and could not
-    /// be run again once both indexers had caught up with them).
+    /// `equal`, `analysis` (the hits differ only in the direction the translation approximates:
+    /// by key and value, a subset, because the legacy field's analysis matched more),
+    /// `different`, or `unsettled` (they differed, and could not be run again once both
+    /// indexers had caught up with them).
     pub class: &'static str,
     /// Some ids only the legacy query hit.
     pub only_legacy: Vec<String>,
@@ -149,9 +146,10 @@ pub fn compare(
 ) -> QueryOutcome {
     let only_legacy: Vec<String> = legacy.difference(new).cloned().collect();
     let only_new: Vec<String> = new.difference(legacy).cloned().collect();
+    let fidelity = new_query(&query).map_or(translate::Fidelity::Exact, |t| t.fidelity);
     let class = if only_legacy.is_empty() && only_new.is_empty() {
         "equal"
-    } else if only_new.is_empty() && query.key.is_some() {
+    } else if fidelity.explains(!only_legacy.is_empty(), !only_new.is_empty()) {
         "analysis"
     } else {
         "different"
@@ -245,7 +243,7 @@ mod tests {
             value: "prod".into(),
         };
         assert_eq!(
-            new_query(&q),
+            new_query(&q).unwrap().body,
             json!({"term": {"tags.keyToValue": "k8s\\:ns:prod"}})
         );
         assert_eq!(

@@ -572,3 +572,43 @@ pub fn await_partial_backfill(checkpoint: &std::path::Path) {
         },
     );
 }
+
+/// The indices both indexers filled from one topic.
+pub struct SideBySide {
+    pub legacy_index: String,
+    pub new_index: String,
+    /// The command topic both replayed.
+    pub topic: String,
+}
+
+/// Replays `messages` into the legacy cluster (legacy schema, legacy group) and the new cluster
+/// (new schema, own group) at the same time, each until caught up.
+pub async fn replay_both(stack: &Stack, messages: &[GeneratedMessage]) -> SideBySide {
+    let topic = unique("side");
+    produce_topic(stack, &topic, 3, messages).await;
+    let legacy_index = unique("tags-v1");
+    let new_index = unique("tags-v2");
+    let legacy_group = unique("legacy-indexer");
+    let legacy_args = run_args_to(
+        stack,
+        &topic,
+        &legacy_group,
+        &legacy_index,
+        &stack.legacy_es,
+    );
+    let mut legacy = indexer()
+        .args(&legacy_args)
+        .args(["--schema", "legacy", "--until-caught-up"])
+        .guarded();
+    let mut new = indexer()
+        .args(run_args(stack, &topic, &unique("indexer"), &new_index))
+        .args(["--legacy-group", &legacy_group, "--until-caught-up"])
+        .guarded();
+    assert!(wait_with_timeout(&mut legacy, Duration::from_secs(240)).success());
+    assert!(wait_with_timeout(&mut new, Duration::from_secs(240)).success());
+    SideBySide {
+        topic,
+        legacy_index,
+        new_index,
+    }
+}
