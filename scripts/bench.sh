@@ -222,6 +222,19 @@ other_tables() {
     END { printf "| %s docs/s | %s docs/s | %s | %s docs/s | %s |\n", raw, one, r1, four, r4 }'
 
   echo
+  echo "## The shadow proxy's overhead"
+  echo
+  echo "\`cargo bench --bench shadow\`: the same search sent directly and through an in-process \`shadow\` proxy"
+  echo "with \`--sample\` 0, 0.05 and 1, against a fixed-answer server in the bench, then against the legacy stand-in."
+  for upstream in "" "$LEGACY_ES_URL"; do
+    echo "shadow proxy overhead${upstream:+ against $upstream} …" >&2
+    out=$(env ${upstream:+SHADOW_BENCH_UPSTREAM=$upstream} cargo bench --locked --bench shadow 2>/dev/null) \
+      || { echo "bench.sh: the shadow bench failed" >&2; exit 1; }
+    echo
+    echo "$out" | grep -E '^(\||[0-9]+ sequential)'
+  done
+
+  echo
   echo "## Soak, short mode"
   echo
   echo "\`examples/soak.rs --small 100000 --wide 20000\`: each phase's whole backlog produced first, then"
