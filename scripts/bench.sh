@@ -217,8 +217,8 @@ other_tables() {
   echo "|---|---|---|---|---|"
   echo "$out" | awk '
     /^raw bulk capacity/ { raw = $4 }
-    /^backfill, 1 slice/ { one = $4; r1 = $NF }
-    /^backfill, 4 slices/ { four = $4; r4 = $NF }
+    /^backfill, 1 slice/ { one = $4; r1 = $(NF-1) }
+    /^backfill, 4 slices/ { four = $4; r4 = $(NF-1) }
     END { printf "| %s docs/s | %s docs/s | %s | %s docs/s | %s |\n", raw, one, r1, four, r4 }'
 
   echo
