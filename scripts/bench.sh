@@ -282,6 +282,7 @@ results=$(mktemp)
   e2e_tables
   other_tables
 } | tee "$results"
+chmod 644 "$results"
 mv "$results" "$out"
 echo >&2
 echo "bench.sh: results written to $out" >&2

@@ -19,6 +19,7 @@ const DOCS: &[(&str, &str)] = &[
     page!("docs/backfill.md"),
     page!("docs/compatibility.md"),
     page!("docs/benchmarks.md"),
+    page!("docs/bench-results.md"),
     page!("docs/configuration.md"),
     page!("docs/generate.md"),
     page!("docs/envelope.md"),
