@@ -88,13 +88,7 @@ pub fn positions(
     topic: &str,
 ) -> anyhow::Result<Vec<PartitionPosition>> {
     let consumer = offsets_client(config, group)?;
-    let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = super::topics::partition_ids(&consumer, topic, TIMEOUT)?;
     if partitions.is_empty() {
         anyhow::bail!("topic `{topic}` does not exist or has no partitions");
     }

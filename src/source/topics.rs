@@ -25,6 +25,22 @@ pub async fn ensure_topic(
     }
 }
 
+/// The partition ids of `topic` in the broker's metadata; none if the topic does not exist.
+pub fn partition_ids(
+    client: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<Vec<i32>> {
+    use rdkafka::consumer::Consumer;
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// One metadata request for `topic` (blocking): its partition count, `None` if the brokers know
 /// no partition of it, or why the brokers did not answer within `timeout`, naming them.
 pub fn probe_partitions(
@@ -98,13 +114,7 @@ pub fn read_tail(
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partition_ids(&consumer, topic, Duration::from_secs(10))?;
     let mut committed = std::collections::HashMap::new();
     if from_committed && !partitions.is_empty() {
         let mut all = TopicPartitionList::new();

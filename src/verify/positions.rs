@@ -118,15 +118,8 @@ impl Positions {
 }
 
 fn partitions(client: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
-    let metadata = client
-        .fetch_metadata(Some(topic), TIMEOUT)
+    let partitions = crate::source::topics::partition_ids(client, topic, TIMEOUT)
         .map_err(|e| anyhow::anyhow!("the partitions of `{topic}`: {e}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
     anyhow::ensure!(
         !partitions.is_empty(),
         "topic `{topic}` does not exist or has no partitions (check --topic and --brokers)"
