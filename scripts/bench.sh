@@ -6,7 +6,8 @@
 #   scripts/bench.sh --hot-path-only      only the hot path (no stack needed), printed
 #   scripts/bench.sh --against REV        hot path and end-to-end ratio for REV too, interleaved
 #                                         on the same machine, printed (a comparison, not results)
-#   scripts/bench.sh --e2e-runs N         end-to-end runs per size and commit (default 3)
+#   scripts/bench.sh --e2e-runs N         runs per end-to-end size and commit, and of the ceiling
+#                                         and the backfill (default 3)
 #   scripts/bench.sh --out FILE           write the results elsewhere
 #
 # The full run restarts the local stack (scripts/stack.sh down, up) so that every figure comes
@@ -193,33 +194,53 @@ other_tables() {
   echo
   echo "## The indexer's ceiling"
   echo
-  echo "\`e2e_bench --mode ceiling --count 200000 --ids 50000\`: the indexer into the bench sink"
-  echo "(\`examples/bench_support/sink.rs\`, \`_bulk\` answered at memory speed), against a bare rdkafka"
-  echo "consumer of the same topic measured before and after it. The sink answered every command once."
+  echo "\`e2e_bench --mode ceiling --count 200000 --ids 50000\`, $e2e_runs runs: the indexer into the bench"
+  echo "sink (\`examples/bench_support/sink.rs\`, \`_bulk\` answered at memory speed), against a bare rdkafka"
+  echo "consumer of the same topic with the same consumer settings, measured before and after it. The sink"
+  echo "answered every command once in every run."
   echo
-  echo "ceiling: 200,000 commands into the bench sink …" >&2
-  out=$("$CARGO_TARGET_DIR/release/examples/e2e_bench" --mode ceiling --indexer "$bin" --count 200000 --ids 50000) \
-    || { echo "bench.sh: the ceiling run failed" >&2; exit 1; }
-  echo "| bare consumer | dual-indexer into the sink | ratio | CPU per command | peak RSS |"
-  echo "|---|---|---|---|---|"
-  echo "| $(field "bare consumer" "$out") msg/s | $(field "dual-indexer" "$out") commands/s | $(field "ratio to bare consumer" "$out") | $(cpu_us "$out") µs | $(field "indexer peak RSS" "$out") MB |"
+  echo "| run | bare consumer | dual-indexer into the sink | ratio | CPU per command | peak RSS |"
+  echo "|---|---|---|---|---|---|"
+  local rows=""
+  for n in $(seq "$e2e_runs"); do
+    echo "ceiling $n of $e2e_runs: 200,000 commands into the bench sink …" >&2
+    out=$("$CARGO_TARGET_DIR/release/examples/e2e_bench" --mode ceiling --indexer "$bin" --count 200000 --ids 50000) \
+      || { echo "bench.sh: the ceiling run failed" >&2; exit 1; }
+    local row
+    row="$(field "bare consumer" "$out") $(field "dual-indexer" "$out") $(field "ratio to bare consumer" "$out" | tr -d x) $(cpu_us "$out") $(field "indexer peak RSS" "$out")"
+    rows+="$row"$'\n'
+    read -r bare rate ratio cpu rss <<<"$row"
+    echo "| $n | $bare msg/s | $rate commands/s | ${ratio}x | $cpu µs | $rss MB |"
+  done
+  echo "$rows" | awk 'NF { b += $1; r += $2; q += $3; c += $4; n++ }
+    END { printf "| mean | %.0f msg/s | %.0f commands/s | %.2fx | %.1f µs | |\n", b / n, r / n, q / n, c / n }'
 
   echo
   echo "## Backfill"
   echo
-  echo "\`examples/backfill_bench.rs --docs 20000\`: legacy stand-in to new stand-in, against the new"
-  echo "stand-in's raw bulk capacity for the same documents in the same run; each copy checked against the oracle."
+  echo "\`examples/backfill_bench.rs --docs 20000\`, $e2e_runs runs: legacy stand-in to new stand-in, against the"
+  echo "new stand-in's raw bulk capacity for the same documents in the same run; each copy checked against"
+  echo "the oracle."
   echo
-  echo "backfill, 1 and 4 slices …" >&2
-  out=$("$CARGO_TARGET_DIR/release/examples/backfill_bench" --indexer "$bin" --docs 20000) \
-    || { echo "bench.sh: the backfill run failed" >&2; exit 1; }
-  echo "| raw bulk capacity | 1 slice | ratio | 4 slices | ratio |"
-  echo "|---|---|---|---|---|"
-  echo "$out" | awk '
-    /^raw bulk capacity/ { raw = $4 }
-    /^backfill, 1 slice/ { one = $4; r1 = $(NF-1) }
-    /^backfill, 4 slices/ { four = $4; r4 = $(NF-1) }
-    END { printf "| %s docs/s | %s docs/s | %s | %s docs/s | %s |\n", raw, one, r1, four, r4 }'
+  echo "| run | raw bulk capacity | 1 slice | ratio | 4 slices | ratio |"
+  echo "|---|---|---|---|---|---|"
+  local rows=""
+  for n in $(seq "$e2e_runs"); do
+    echo "backfill $n of $e2e_runs, 1 and 4 slices …" >&2
+    out=$("$CARGO_TARGET_DIR/release/examples/backfill_bench" --indexer "$bin" --docs 20000) \
+      || { echo "bench.sh: the backfill run failed" >&2; exit 1; }
+    local row
+    row=$(echo "$out" | awk '
+      /^raw bulk capacity/ { raw = $4 }
+      /^backfill, 1 slice/ { one = $4; r1 = $(NF-1) }
+      /^backfill, 4 slices/ { four = $4; r4 = $(NF-1) }
+      END { gsub(/x/, "", r1); gsub(/x/, "", r4); print raw, one, r1, four, r4 }')
+    rows+="$row"$'\n'
+    read -r raw one r1 four r4 <<<"$row"
+    echo "| $n | $raw docs/s | $one docs/s | ${r1}x | $four docs/s | ${r4}x |"
+  done
+  echo "$rows" | awk 'NF { w += $1; o += $2; p += $3; f += $4; q += $5; n++ }
+    END { printf "| mean | %.0f docs/s | %.0f docs/s | %.2fx | %.0f docs/s | %.2fx |\n", w / n, o / n, p / n, f / n, q / n }'
 
   echo
   echo "## The shadow proxy's overhead"

@@ -109,29 +109,25 @@ pub fn flags() -> Vec<Flag> {
 
 /// How long a plain rdkafka consumer, in a group of its own, takes to receive the `expected`
 /// messages of `topic` from offset zero, touching each payload and doing nothing else: the
-/// broker's own consume rate, the ceiling of any consumer. It joins with the indexer's fetch
-/// settings (`src/source/kafka.rs`), and its time counts from its creation, as the indexer's
-/// counts from its start.
+/// broker's own consume rate, the ceiling of any consumer. It is configured exactly as the
+/// indexer's consumer is (`source::kafka::consumer_config`), and its time counts from its
+/// creation, as the indexer's counts from its start.
 pub fn bare_consume(brokers: &str, topic: &str, expected: usize) -> anyhow::Result<Duration> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let started = Instant::now();
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set(
-            "group.id",
-            format!(
-                "bench-bare-{}-{}",
-                std::process::id(),
-                started.elapsed().as_nanos()
-            ),
-        )
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("queued.min.messages", "10000")
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.max.bytes", "8388608")
-        .create()?;
+    let mut base = rdkafka::ClientConfig::new();
+    base.set("bootstrap.servers", brokers);
+    let group = format!(
+        "bench-bare-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let consumer: BaseConsumer =
+        dual_indexer::source::kafka::consumer_config(&base, &group).create()?;
     consumer.subscribe(&[topic])?;
     let (mut received, mut bytes) = (0usize, 0usize);
     while received < expected {

@@ -315,9 +315,14 @@ async fn start_replay(
         );
     }
     check_gc_deletes(&client, args, &args.retry_policy()).await;
-    if let Err(e) = topics::ensure_topic(&kafka, &settings.dlq_topic, 1).await {
-        tracing::warn!(target: LOG_TARGET, topic = %settings.dlq_topic, error = %e, "could not create the dead-letter topic; relying on the broker to create it");
-    }
+    let creation = {
+        let (kafka, topic) = (kafka.clone(), settings.dlq_topic.clone());
+        tokio::spawn(async move {
+            if let Err(e) = topics::ensure_topic(&kafka, &topic, 1).await {
+                tracing::warn!(target: LOG_TARGET, %topic, error = %e, "could not create the dead-letter topic; relying on the broker to create it");
+            }
+        })
+    };
     let sink = BulkSink::new(
         client.clone(),
         &args.index,
@@ -343,7 +348,8 @@ async fn start_replay(
     for (key, value) in &settings.dlq_kafka {
         dlq_config.set(key, value);
     }
-    let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?;
+    let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?
+        .created_by(creation);
     let pipeline = Pipeline::new(source, sink, dlq, settings, board);
     Ok((pipeline, client, lag_status))
 }
