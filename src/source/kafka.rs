@@ -133,14 +133,12 @@ pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
         .set("queued.min.messages", "10000")
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.max.bytes", "8388608")
-        // A fetch the broker cannot fill is answered after at most 100 ms rather than
-        // librdkafka's 500: the live tail reaches the pipeline sooner, and so does the first
-        // fetch of a replay on a broker that waits out the limit before answering a fetch it
-        // could fill only in part (the test broker does: its first answer came 0.2 s sooner).
-        // Smaller fetches would have read the test broker four times as fast, but its answers
-        // then alternate between partitions, and the stand-in cluster slows down by a third
-        // on documents written long before (docs/benchmarks.md).
-        .set("fetch.wait.max.ms", "100")
+        // `fetch.wait.max.ms` stays at librdkafka's 500: a broker answers a fetch as soon as it
+        // has data, so the wait only bounds a fetch that finds none. 100 ms brought the test
+        // broker's first answer 0.2 s sooner (it waits out the limit when it cannot fill the
+        // fetch), but cost an idle `run` 1.25 ms of CPU a second more, on any broker
+        // (docs/benchmarks.md).
+        //
         // The loop polls continuously, even while paused, so a short poll interval costs nothing.
         // It is also the rebalance timeout: a JoinGroup the broker never answers is retried after
         // a minute instead of librdkafka's default five.
