@@ -33,6 +33,7 @@ pub use letter::{DeadLetter, ErrorClass};
 
 use crate::backoff::backoff;
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -91,7 +92,7 @@ pub struct DeadLetterQueue {
     producer: Arc<OnceCell<FutureProducer>>,
     /// The creation of the topic, started beside the replay's start-up (see
     /// [`Self::created_by`]) and awaited before the first letter.
-    creation: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    creation: Option<Shared<BoxFuture<'static, ()>>>,
     topic: String,
     source_topic: String,
 }
@@ -145,7 +146,7 @@ impl DeadLetterQueue {
         Ok(Self {
             config,
             producer: Arc::new(OnceCell::new()),
-            creation: Arc::default(),
+            creation: None,
             topic: topic.to_owned(),
             source_topic: source_topic.to_owned(),
         })
@@ -154,8 +155,10 @@ impl DeadLetterQueue {
     /// Has the first letter wait for `creation`, the task creating the topic. The replay need
     /// not wait for it to start: creating a topic took the test broker 0.1 s, a tenth of a
     /// replay's start-up, and most runs write no dead letter at all.
-    pub fn created_by(self, creation: tokio::task::JoinHandle<()>) -> Self {
-        *self.creation.lock().unwrap_or_else(|e| e.into_inner()) = Some(creation);
+    pub fn created_by(mut self, creation: tokio::task::JoinHandle<()>) -> Self {
+        // Shared, so that every wait sees the same creation: a wait given up (its letter's
+        // partition revoked) leaves it for the next.
+        self.creation = Some(creation.map(|_| ()).boxed().shared());
         self
     }
 
@@ -263,14 +266,9 @@ impl DeadLetterQueue {
         let producer = self
             .producer
             .get_or_try_init(|| async {
-                let creation = self
-                    .creation
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                if let Some(creation) = creation {
+                if let Some(creation) = self.creation.clone() {
                     // Its failure was logged; the broker may still create the topic itself.
-                    let _ = creation.await;
+                    creation.await;
                 }
                 self.config.create::<FutureProducer>()
             })
