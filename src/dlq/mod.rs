@@ -162,6 +162,14 @@ impl DeadLetterQueue {
         self
     }
 
+    /// Waits for the topic's creation, if one was started. Its failure was logged; the broker
+    /// may still create the topic itself.
+    async fn topic_created(&self) {
+        if let Some(creation) = self.creation.clone() {
+            creation.await;
+        }
+    }
+
     /// The dead-letter topic's name.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -266,10 +274,7 @@ impl DeadLetterQueue {
         let producer = self
             .producer
             .get_or_try_init(|| async {
-                if let Some(creation) = self.creation.clone() {
-                    // Its failure was logged; the broker may still create the topic itself.
-                    creation.await;
-                }
+                self.topic_created().await;
                 self.config.create::<FutureProducer>()
             })
             .await
@@ -314,6 +319,32 @@ fn cut(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_wait_for_the_topic_given_up_leaves_the_creation_for_the_next_letter() {
+        let (create, created) = tokio::sync::oneshot::channel::<()>();
+        let creation = tokio::spawn(async move {
+            let _ = created.await;
+        });
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:9");
+        let dlq = DeadLetterQueue::new(&config, "commands.dlq", "commands")
+            .expect("a producer config")
+            .created_by(creation);
+        let short = Duration::from_millis(20);
+        // The first letter gives up waiting (its partition was revoked, say)...
+        assert!(tokio::time::timeout(short, dlq.topic_created())
+            .await
+            .is_err());
+        // ...and the next one still waits for the same creation, not past it.
+        assert!(tokio::time::timeout(short, dlq.topic_created())
+            .await
+            .is_err());
+        create.send(()).expect("the creation task is waiting");
+        tokio::time::timeout(Duration::from_secs(5), dlq.clone().topic_created())
+            .await
+            .expect("every wait ends once the topic is created");
+    }
 
     #[test]
     fn reasons_are_cut_on_a_character_boundary() {

@@ -180,8 +180,9 @@ impl<T: Tracked> BulkSink<T> {
             }
             let started = Instant::now();
             let attempt = read_answer(self.transport.send(batch.to_send()).await);
-            metrics::histogram!("bulk.latency_ms").record(started.elapsed().as_secs_f64() * 1e3);
-            tracing::debug!(index = %self.index, docs = batch.len(), took_ms = started.elapsed().as_millis() as u64, "bulk request answered");
+            let took = started.elapsed();
+            metrics::histogram!("bulk.latency_ms").record(took.as_secs_f64() * 1e3);
+            tracing::debug!(index = %self.index, docs = batch.len(), took_ms = took.as_millis() as u64, "bulk request answered");
             let (status, error, detail, timed_out) = match attempt {
                 Attempt::Items(results) if results.len() == batch.len() => {
                     metrics::counter!("bulk.requests", "result" => "ok").increment(1);
