@@ -432,6 +432,90 @@ async fn a_write_waiting_for_its_retry_never_lands_after_a_newer_delete_of_its_d
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_write_retried_for_its_shard_holds_neither_its_batch_nor_the_only_request_slot() {
+    let stack = stack();
+    let (topic, index, group) = (unique("e-shard"), unique("tags-v2-shard"), unique("indexer"));
+    // The first command's write fails on its shard (503) for 20 s; 2,000 others follow on two
+    // partitions. With one request slot, a delivery that kept its slot through the retries
+    // would leave the other partition unwritten until the shard came back.
+    let stuck = json!({"type": "upsert", "id": "stuck", "tags": {"k": "v"}, "fields": {"title": "SHARD-FAILS"}});
+    let mut all = vec![GeneratedMessage {
+        key: Some("stuck".into()),
+        payload: stuck.to_string().into_bytes(),
+        poison: None,
+    }];
+    all.extend(messages(2_000, 1_000, 49));
+    produce_topic(&stack, &topic, 2, &all).await;
+    let records = read_topic(&stack, &topic);
+    let marked = records
+        .iter()
+        .find(|r| r.key.as_deref() == Some(b"stuck".as_slice()))
+        .expect("the stuck command was produced");
+    let window = Duration::from_secs(20);
+    let plan = Plan {
+        reject_marked: Some("SHARD-FAILS".into()),
+        reject_marked_until: Some(Instant::now() + window),
+        marked_shard_failure: true,
+        ..Plan::default()
+    };
+    let proxy = FaultProxy::start(&stack.new_es, plan).await;
+    let opened = Instant::now();
+    let mut args = args_via(&stack, &topic, &group, &index, &proxy.url);
+    args.extend(["--max-in-flight".into(), "1".into()]);
+    let mut child = indexer().args(&args).args(["--until-caught-up"]).guarded();
+    let stdout = read_in_background(child.stdout.take().unwrap());
+    // While the shard fails: the other partition is committed to its end, and the stuck
+    // command's partition up to the stuck command and not past it.
+    let mut during = None;
+    while opened.elapsed() < window - Duration::from_secs(2) {
+        let positions = committed_and_high(&stack, &group, &topic);
+        let others_done = positions
+            .iter()
+            .filter(|(p, _, _)| *p != marked.partition)
+            .all(|(_, committed, high)| *committed == Some(*high));
+        let stuck_partition = positions
+            .iter()
+            .find(|(p, _, _)| *p == marked.partition)
+            .and_then(|(_, committed, _)| *committed);
+        assert!(
+            stuck_partition.unwrap_or(0) <= marked.offset,
+            "nothing past the stuck write is committed while it fails: {positions:?}"
+        );
+        if others_done && proxy.counts().marked_rejected.load(Ordering::Relaxed) > 1 {
+            during = Some(positions);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = during.unwrap_or_else(|| {
+        panic!(
+            "the other partition was not committed to its end while the stuck write failed: {:?}",
+            committed_and_high(&stack, &group, &topic)
+        )
+    });
+    assert!(
+        opened.elapsed() < window,
+        "the shard still failed when the other partition was done"
+    );
+    let status = wait_with_timeout(&mut child, RUN_TIMEOUT);
+    let stdout = stdout.join().unwrap();
+    assert!(status.success(), "indexer exited with {status}: {stdout}");
+    let expected = assert_matches_oracle(&stack, &topic, &index).await;
+    assert!(expected.contains_key("stuck"), "the stuck write landed once its shard came back");
+    assert_eq!(
+        dead_letters(&stack, &topic).len(),
+        0,
+        "a write retried within --item-retry-secs is not dead-lettered"
+    );
+    let rejected = proxy.counts().marked_rejected.load(Ordering::Relaxed);
+    println!(
+        "RESULT shard failure: one write answered 503 {rejected} times over {} s with one request slot; the other partition committed to its end meanwhile ({during:?}); {} documents equal the oracle, 0 dead-lettered",
+        window.as_secs(),
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_write_whose_first_answer_comes_after_its_documents_delete_never_lands() {
     let stack = stack();
     let (topic, index, group) = (unique("e-late"), unique("tags-v2-late"), unique("indexer"));

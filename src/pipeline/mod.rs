@@ -19,11 +19,12 @@ pub mod joining;
 mod settings;
 pub mod stats;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -31,7 +32,7 @@ use crate::dlq::{DeadLetter, DeadLetterQueue, Delivered};
 use crate::lag::rule::Status;
 use crate::lag::Sampled;
 use crate::sink::layout::partition_change_error;
-use crate::sink::{BulkSink, Fatal, ItemOutcome, Provenance};
+use crate::sink::{BulkSink, Early, Fatal, ItemOutcome, Provenance};
 use crate::source::commands::{CommandSource, Incoming, Reader, RecvError};
 use crate::source::offsets::Ticket;
 use crate::status::StatusBoard;
@@ -49,8 +50,8 @@ pub use stats::Summary;
 enum Done {
     Bulk {
         result: Result<Vec<(Ticket, ItemOutcome)>, Fatal>,
-        /// The memory the batch held, now freed.
-        bytes: usize,
+        /// The batch's number (see [`Pipeline::slots`]).
+        batch: u64,
     },
     DeadLetter(Ticket, Delivered),
 }
@@ -58,6 +59,7 @@ enum Done {
 enum Event<'a> {
     Shutdown,
     Finished(Result<Done, tokio::task::JoinError>),
+    Early(u64, Early<Ticket>),
     Committed,
     IdleCommit,
     Linger,
@@ -76,8 +78,14 @@ pub struct Pipeline {
     dlq: DeadLetterQueue,
     batcher: Batcher,
     tasks: JoinSet<Done>,
-    /// Batches handed to the sink so far, numbering them for the logs.
+    /// Batches handed to the sink so far, numbering them for the logs and for `slots`.
     batches_sent: u64,
+    /// The batches holding a request slot, by number, with the bytes they hold: a delivery
+    /// gives its slot back when it ends, or earlier when only retries of its own are left.
+    slots: HashMap<u64, usize>,
+    /// Outcomes of deliveries that still wait for a retry of some of their items.
+    early_tx: mpsc::UnboundedSender<(u64, Early<Ticket>)>,
+    early_rx: mpsc::UnboundedReceiver<(u64, Early<Ticket>)>,
     flow: Flow,
     /// How long a hold may last before the partitions are paused.
     hold_limit: Duration,
@@ -109,14 +117,20 @@ impl Pipeline {
             linger: settings.linger,
             max_in_flight: settings.max_in_flight,
         };
+        let (early_tx, early_rx) = mpsc::unbounded_channel();
         Self {
-            sink: sink.with_wanted(source.wanted()),
+            sink: sink
+                .with_wanted(source.wanted())
+                .with_resend_slots(settings.max_in_flight),
             hold_limit: flow::hold_limit(source.max_poll_interval_ms()),
             source,
             dlq,
             batcher: Batcher::new(limits),
             tasks: JoinSet::new(),
             batches_sent: 0,
+            slots: HashMap::new(),
+            early_tx,
+            early_rx,
             flow: Flow::Reading,
             max_pending: settings.batch_max_docs * (settings.max_in_flight + 2),
             max_bytes: settings.batch_max_bytes * (settings.max_in_flight + 2),
@@ -155,6 +169,10 @@ impl Pipeline {
                 .await;
             match event {
                 Event::Shutdown => break Ok(Ending::Signal),
+                Event::Early(batch, early) => {
+                    self.on_early(batch, early);
+                    self.source.commit_if_idle();
+                }
                 Event::Finished(done) => {
                     if let Err(e) = self.on_finished(done) {
                         break Err(e);
@@ -257,6 +275,8 @@ impl Pipeline {
         tokio::select! {
             biased;
             _ = shutdown => Event::Shutdown,
+            // Before the tasks: a delivery reports early before it ends.
+            Some((batch, early)) = self.early_rx.recv() => Event::Early(batch, early),
             Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => Event::Finished(done),
             _ = self.source.commit_finished() => Event::Committed,
             _ = self.idle_commit.ring() => Event::IdleCommit,
@@ -311,13 +331,22 @@ impl Pipeline {
             // Every log line of this batch's delivery (retries, refusals) carries its number and
             // the partition offset ranges it holds.
             self.batches_sent += 1;
-            let span = tracing::info_span!("bulk", batch = self.batches_sent, docs = batch.len(), origins = %batch.origins());
-            let delivery = self.sink.deliver(batch);
+            let number = self.batches_sent;
+            self.slots.insert(number, bytes);
+            let span = tracing::info_span!("bulk", batch = number, docs = batch.len(), origins = %batch.origins());
+            let early = self.early_tx.clone();
+            let delivery = self.sink.deliver_reporting(
+                batch,
+                Box::new(move |report| {
+                    // The loop owns the receiver for as long as deliveries run.
+                    let _ = early.send((number, report));
+                }),
+            );
             self.tasks.spawn(
                 async move {
                     Done::Bulk {
                         result: delivery.await,
-                        bytes,
+                        batch: number,
                     }
                 }
                 .instrument(span),
@@ -338,8 +367,8 @@ impl Pipeline {
 
     fn on_finished(&mut self, done: Result<Done, tokio::task::JoinError>) -> anyhow::Result<()> {
         match done.map_err(|e| anyhow::anyhow!("an internal task failed: {e}"))? {
-            Done::Bulk { result, bytes } => {
-                self.batcher.finished(bytes);
+            Done::Bulk { result, batch } => {
+                self.free_slot(batch);
                 for (ticket, outcome) in result? {
                     self.on_outcome(ticket, outcome);
                 }
@@ -355,6 +384,24 @@ impl Pipeline {
             Done::DeadLetter(_, Delivered::Refused(reason)) => anyhow::bail!("{reason}"),
         }
         Ok(())
+    }
+
+    /// What a delivery reported while some of its items wait for a retry.
+    fn on_early(&mut self, batch: u64, early: Early<Ticket>) {
+        if early.slot_freed {
+            self.free_slot(batch);
+        }
+        for (ticket, outcome) in early.outcomes {
+            self.on_outcome(ticket, outcome);
+        }
+        self.dispatch();
+    }
+
+    /// Gives back batch `number`'s request slot and memory, unless it was given back already.
+    fn free_slot(&mut self, number: u64) {
+        if let Some(bytes) = self.slots.remove(&number) {
+            self.batcher.finished(bytes);
+        }
     }
 
     fn on_outcome(&mut self, ticket: Ticket, outcome: ItemOutcome) {
@@ -386,9 +433,21 @@ impl Pipeline {
         self.seal();
         let deadline = tokio::time::Instant::now() + self.settings.drain_timeout;
         while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(done)) => self.on_finished(done)?,
-                Ok(None) => break,
+            let (early_rx, tasks) = (&mut self.early_rx, &mut self.tasks);
+            let next = async {
+                tokio::select! {
+                    biased;
+                    Some((batch, early)) = early_rx.recv() => Event::Early(batch, early),
+                    done = tasks.join_next() => match done {
+                        Some(done) => Event::Finished(done),
+                        None => Event::Shutdown,
+                    },
+                }
+            };
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Event::Early(batch, early)) => self.on_early(batch, early),
+                Ok(Event::Finished(done)) => self.on_finished(done)?,
+                Ok(_) => break,
                 Err(_) => {
                     tracing::warn!(
                         unfinished = self.source.pending(),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::transport::{Exchange, Pending, Transport};
-use super::{Batch, BulkSink, ItemOutcome, OpKind, Provenance, RetryPolicy, Tracked};
+use super::{Batch, BulkSink, Early, ItemOutcome, OpKind, Provenance, RetryPolicy, Tracked};
 use crate::dlq::ErrorClass;
 use crate::transform::{Op, Write};
 
@@ -63,7 +63,7 @@ fn batch(docs: i64, bad: Option<i64>) -> Batch<Doc> {
             id: id.as_str().into(),
             routing: None,
             version: n as u64,
-            op: Op::Index(source),
+            op: Op::Index(source.into()),
         };
         let payload = format!("payload {n}");
         batch.push(
@@ -265,4 +265,64 @@ async fn a_write_block_holds_the_documents_until_it_lifts_and_never_dead_letters
     let outcomes = delivery.await.unwrap().unwrap();
     assert_eq!(applied(&outcomes), 4);
     assert_eq!(sink.holding(), None, "the hold ends with the block");
+}
+
+/// Delivers `batch` through `sink`, collecting what the delivery reports before it ends.
+async fn deliver_collecting(
+    sink: &BulkSink<Doc>,
+    batch: Batch<Doc>,
+) -> (Vec<(Doc, ItemOutcome)>, Vec<Early<Doc>>) {
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected = Arc::clone(&reports);
+    let report = Box::new(move |early| collected.lock().unwrap().push(early));
+    let outcomes = sink.deliver_reporting(batch, report).await.unwrap();
+    let reports = std::mem::take(&mut *reports.lock().unwrap());
+    (outcomes, reports)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_item_gives_back_the_slot_and_lets_the_batchs_other_outcomes_go_first() {
+    // doc-2's shard fails its write twice; the three others are written at once.
+    let (sink, transport) = sink(|body, n| {
+        items(body, |id| match (id, n) {
+            ("doc-2", 0 | 1) => {
+                json!({"status": 503, "error": {"type": "unavailable_shards_exception", "reason": "primary shard is not active"}})
+            }
+            _ => json!({"status": 201}),
+        })
+    });
+    let (last, reports) = deliver_collecting(&sink, batch(4, None)).await;
+    assert_eq!(transport.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let early = &reports[0];
+    assert!(early.slot_freed, "a retry of its own does not hold a slot");
+    let mut first: Vec<Doc> = early.outcomes.iter().map(|(d, _)| *d).collect();
+    first.sort_by_key(|d| d.0);
+    assert_eq!(first, [Doc(0), Doc(1), Doc(3)]);
+    assert_eq!(applied(&early.outcomes), 3);
+    assert_eq!(
+        last,
+        [(Doc(2), ItemOutcome::Applied(OpKind::Index))],
+        "only the retried item is left for the end, and nothing twice"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_item_held_by_an_overload_reports_the_others_but_keeps_the_slot() {
+    let (sink, _) = sink(|body, n| {
+        items(body, |id| match (id, n) {
+            ("doc-0", 0) => {
+                json!({"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution"}})
+            }
+            _ => json!({"status": 201}),
+        })
+    });
+    let (last, reports) = deliver_collecting(&sink, batch(3, None)).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(
+        !reports[0].slot_freed,
+        "an overloaded cluster is not sent more at once"
+    );
+    assert_eq!(applied(&reports[0].outcomes), 2);
+    assert_eq!(last, [(Doc(0), ItemOutcome::Applied(OpKind::Index))]);
 }

@@ -21,4 +21,4 @@ mod waiting;
 
 pub use crate::dlq::letter::{Original, Refusal};
 pub use request::{Batch, BatchItem, OpKind, Provenance, Tracked};
-pub use service::{BulkSink, Fatal, ItemOutcome, RetryPolicy, Wanted};
+pub use service::{BulkSink, Early, Fatal, ItemOutcome, Report, RetryPolicy, Wanted};

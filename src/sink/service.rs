@@ -67,7 +67,30 @@ pub enum ItemOutcome {
 }
 
 /// The items of an answered request to send again, and the backoff to wait first.
-type RetryLater<T> = (Vec<BatchItem<T>>, Duration);
+struct RetryLater<T> {
+    items: Vec<BatchItem<T>>,
+    wait: Duration,
+    /// Whether any of them waits for a cluster condition (a block, an overload) to pass.
+    held: bool,
+}
+
+/// What a delivery tells its caller before it ends, while some items of its batch wait for a
+/// retry: the outcomes final so far, and whether the delivery gave back its request slot.
+///
+/// A slot is given back when the items left wait only for their own retry (a 5xx of their
+/// shard): the batch's other outcomes are final, and the next batch should not wait through the
+/// backoff. It is kept while an item waits for a cluster condition: a cluster that refuses
+/// writes is not sent more of them at once.
+#[derive(Debug)]
+pub struct Early<T> {
+    /// Final outcomes not reported before.
+    pub outcomes: Vec<(T, ItemOutcome)>,
+    /// Whether the delivery now runs without its slot (true at most once per delivery).
+    pub slot_freed: bool,
+}
+
+/// Where a delivery sends its [`Early`] reports.
+pub type Report<T> = Box<dyn FnMut(Early<T>) + Send>;
 
 /// An error that retrying cannot fix: the pipeline stops and commits nothing past it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,6 +108,8 @@ pub struct BulkSink<T> {
     policy: RetryPolicy,
     shared: Arc<Shared>,
     wanted: Option<Wanted<T>>,
+    /// Bounds the requests of deliveries that gave back their slot (see [`Early`]).
+    resends: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Default)]
@@ -117,7 +142,15 @@ impl<T: Tracked> BulkSink<T> {
             policy,
             shared: Arc::default(),
             wanted: None,
+            resends: None,
         }
+    }
+
+    /// Deliveries that gave back their request slot send at most `slots` requests at once
+    /// between them.
+    pub fn with_resend_slots(mut self, slots: usize) -> Self {
+        self.resends = Some(Arc::new(tokio::sync::Semaphore::new(slots.max(1))));
+        self
     }
 
     /// Before every retry, drop the items `wanted` refuses (as [`ItemOutcome::Revoked`]).
@@ -146,15 +179,27 @@ impl<T: Tracked> BulkSink<T> {
         batch: Batch<T>,
     ) -> impl std::future::Future<Output = Result<Vec<(T, ItemOutcome)>, Fatal>> + Send + 'static
     {
+        self.deliver_reporting(batch, Box::new(|_| {}))
+    }
+
+    /// [`Self::deliver`], telling `report` the outcomes that are final while some items wait
+    /// for a retry (see [`Early`]). What was reported is not returned again at the end.
+    pub fn deliver_reporting(
+        &self,
+        batch: Batch<T>,
+        report: Report<T>,
+    ) -> impl std::future::Future<Output = Result<Vec<(T, ItemOutcome)>, Fatal>> + Send + 'static
+    {
         let sink = self.clone();
         let turn = self.shared.waiting.begin();
-        async move { sink.deliver_in_turn(batch, turn).await }
+        async move { sink.deliver_in_turn(batch, turn, report).await }
     }
 
     async fn deliver_in_turn(
         &self,
         batch: Batch<T>,
         turn: Turn,
+        mut report: Report<T>,
     ) -> Result<Vec<(T, ItemOutcome)>, Fatal> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut queue = vec![(batch, 0u32)];
@@ -163,6 +208,7 @@ impl<T: Tracked> BulkSink<T> {
         // (A fatal error ends the run, so the documents it still watches need no unwatching.)
         let mut retrying: HashMap<T, Retrying> = HashMap::new();
         let mut sent_before = false;
+        let mut slot_freed = false;
         while let Some((mut batch, timeouts)) = queue.pop() {
             self.drop_unwanted(
                 &mut batch,
@@ -178,8 +224,13 @@ impl<T: Tracked> BulkSink<T> {
             for item in &mut batch.items {
                 item.attempts += 1;
             }
+            let resend_permit = match (&self.resends, slot_freed) {
+                (Some(resends), true) => resends.clone().acquire_owned().await.ok(),
+                _ => None,
+            };
             let started = Instant::now();
             let attempt = read_answer(self.transport.send(batch.to_send()).await);
+            drop(resend_permit);
             let took = started.elapsed();
             metrics::histogram!("bulk.latency_ms").record(took.as_secs_f64() * 1e3);
             tracing::debug!(index = %self.index, docs = batch.len(), took_ms = took.as_millis() as u64, "bulk request answered");
@@ -188,9 +239,16 @@ impl<T: Tracked> BulkSink<T> {
                     metrics::counter!("bulk.requests", "result" => "ok").increment(1);
                     request_failures = 0;
                     self.shared.lone_refusals.store(0, Ordering::SeqCst);
-                    if let Some((retry, wait)) = self.read_items(&batch, turn.number, results, &mut retrying, &mut outcomes)? {
-                        tokio::time::sleep(wait).await;
-                        queue.push((batch.subset(retry), 0));
+                    if let Some(retry) = self.read_items(&batch, turn.number, results, &mut retrying, &mut outcomes)? {
+                        let free_slot = !retry.held && !slot_freed;
+                        if free_slot || !outcomes.is_empty() {
+                            slot_freed |= free_slot;
+                            report(Early { outcomes: std::mem::take(&mut outcomes), slot_freed: free_slot });
+                        }
+                        let again = batch.subset(retry.items);
+                        drop(batch);
+                        tokio::time::sleep(retry.wait).await;
+                        queue.push((again, 0));
                     }
                     continue;
                 }
@@ -387,6 +445,7 @@ impl<T: Tracked> BulkSink<T> {
             }
             outcomes.push((item.ticket, outcome));
         }
+        let held_any = held.is_some();
         match held {
             Some(reason) => self.shared.hold.hold(&self.index, &reason),
             None => self.shared.hold.lift(&self.index),
@@ -398,7 +457,11 @@ impl<T: Tracked> BulkSink<T> {
         let attempts = retry.iter().map(|i| i.attempts).max().unwrap_or(1);
         let wait = backoff(attempts - 1, self.policy.base, self.policy.max, jitter());
         tracing::debug!(index = %self.index, items = retry.len(), retry_in_ms = wait.as_millis() as u64, "retrying items");
-        Ok(Some((retry, wait)))
+        Ok(Some(RetryLater {
+            items: retry,
+            wait,
+            held: held_any,
+        }))
     }
 
     /// Drops the items of a batch about to be sent that are no longer wanted (their partition

@@ -54,6 +54,10 @@ pub struct Plan {
     pub reject_marked: Option<String>,
     /// See `reject_marked`.
     pub reject_marked_until: Option<Instant>,
+    /// Marked items are answered 503 `unavailable_shards_exception` instead of 429: a failure
+    /// of that write's shard, which the indexer retries for a bounded time, rather than an
+    /// overload of the cluster, which it holds for.
+    pub marked_shard_failure: bool,
     /// A `_bulk` request with a marked item is forwarded (without it) at once, but answered
     /// only after this long: an answer that arrives after later requests were answered.
     pub slow_marked_for: Duration,
@@ -642,11 +646,17 @@ async fn bulk_with_marked_rejections(
         .iter()
         .map(|i| i.lines.iter().any(|l| contains(l, marker)))
         .collect();
+    let answer = if state.plan.lock().unwrap().marked_shard_failure {
+        (503, "unavailable_shards_exception")
+    } else {
+        (429, "es_rejected_execution_exception")
+    };
     merge_rejections(
         state,
         request,
         items,
         rejected,
+        answer,
         &state.counts.marked_rejected,
     )
     .await
@@ -657,16 +667,18 @@ async fn bulk_with_marked_rejections(
 async fn bulk_with_rejections(state: &State, request: &Request, p: f64) -> (u16, Vec<u8>) {
     let items = split_bulk(&request.body);
     let rejected: Vec<bool> = items.iter().map(|_| roll(state) < p).collect();
-    merge_rejections(state, request, items, rejected, &state.counts.items_429).await
+    let answer = (429, "es_rejected_execution_exception");
+    merge_rejections(state, request, items, rejected, answer, &state.counts.items_429).await
 }
 
-/// Forwards the items not `rejected` and answers with the upstream's results, and a 429 in each
-/// rejected item's place.
+/// Forwards the items not `rejected` and answers with the upstream's results, and `answer` (a
+/// status and an error type) in each rejected item's place.
 async fn merge_rejections(
     state: &State,
     request: &Request,
     items: Vec<Item<'_>>,
     rejected: Vec<bool>,
+    (status, error_type): (u16, &str),
     count: &AtomicU64,
 ) -> (u16, Vec<u8>) {
     let mut kept = Vec::new();
@@ -693,8 +705,8 @@ async fn merge_rejections(
             count.fetch_add(1, Ordering::Relaxed);
             errors = true;
             out.push(json!({ item.op.as_str(): {
-                "_id": item.id, "status": 429,
-                "error": {"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"}
+                "_id": item.id, "status": status,
+                "error": {"type": error_type, "reason": "injected by the test proxy"}
             }}));
         } else {
             let result = upstream_items
