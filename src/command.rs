@@ -42,7 +42,7 @@ pub type Tag<'a> = (Cow<'a, str>, Cow<'a, str>);
 pub type Field<'a> = (Cow<'a, str>, &'a RawValue);
 
 /// A decoded command, borrowing from the message payload.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Command<'a> {
     /// Upsert or delete.
     pub kind: CommandKind,

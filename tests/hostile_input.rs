@@ -26,8 +26,9 @@ fn apply_with(plan: &Plan, payload: &[u8]) -> Option<&'static str> {
     match plan.prepare(Schema::New, &record) {
         Ok(write) => {
             assert!(!write.id.is_empty());
-            if let Op::Index(body) = &write.op {
-                let doc: Value = serde_json::from_slice(body).expect("an indexed body is JSON");
+            if let Op::Index(source) = &write.op {
+                let doc: Value =
+                    serde_json::from_slice(&source.to_json()).expect("an indexed body is JSON");
                 let tags = doc["tags"].as_array().expect("tags is an array");
                 let mut previous: Option<String> = None;
                 for tag in tags {
@@ -196,8 +197,8 @@ proptest! {
             let payload = command.to_string();
             let record = Record::new(payload.as_bytes(), None, 1);
             let write = Plan::builtin(Default::default()).prepare(Schema::New, &record).unwrap();
-            let Op::Index(body) = write.op else { panic!("an upsert") };
-            let doc: Value = serde_json::from_slice(&body).unwrap();
+            let Op::Index(source) = write.op else { panic!("an upsert") };
+            let doc: Value = serde_json::from_slice(&source.to_json()).unwrap();
             prop_assert_eq!(&doc["tags"], &Value::Array(expected));
         }
     }

@@ -220,7 +220,7 @@ async fn write_page(copy: &Copy, slice: usize, hits: &[Hit]) -> anyhow::Result<T
                     id: Cow::Borrowed(&hit.id),
                     routing: hit.routing.as_deref().map(Cow::Borrowed),
                     version,
-                    op: Op::Index(serde_json::to_vec(&document)?),
+                    op: Op::Index(serde_json::to_vec(&document)?.into()),
                 };
                 let ticket = InPage { slice, n };
                 batch.push(

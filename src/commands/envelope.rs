@@ -168,7 +168,9 @@ fn show(args: &EnvelopeCheckArgs, plan: &Plan, message: &BorrowedMessage<'_>, ta
         let line = match outcome {
             Ok(write) => {
                 let document = match &write.op {
-                    Op::Index(body) => serde_json::from_slice(body).unwrap_or_default(),
+                    Op::Index(source) => {
+                        serde_json::from_slice(&source.to_json()).unwrap_or_default()
+                    }
                     Op::Delete => serde_json::Value::Null,
                 };
                 json!({
@@ -200,11 +202,11 @@ fn show(args: &EnvelopeCheckArgs, plan: &Plan, message: &BorrowedMessage<'_>, ta
                 .map(|r| format!(" routing={r}"))
                 .unwrap_or_default();
             match &write.op {
-                Op::Index(body) => println!(
+                Op::Index(source) => println!(
                     "{origin}  upsert  id={} version={}{routing}  {}",
                     write.id,
                     write.version,
-                    String::from_utf8_lossy(body)
+                    String::from_utf8_lossy(&source.to_json())
                 ),
                 Op::Delete => println!(
                     "{origin}  delete  id={} version={}{routing}",

@@ -154,7 +154,7 @@ impl Plan {
                 Rejection::Decode(format!("no routing: the message has no {source}"))
             })?),
         };
-        let op = transform::encode(schema, &parts.command)?;
+        let op = transform::encode(schema, parts.command)?;
         Ok(Write {
             id,
             routing,

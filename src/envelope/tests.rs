@@ -50,7 +50,7 @@ fn nested() -> Plan {
 
 fn document(write: &Write<'_>) -> serde_json::Value {
     match &write.op {
-        Op::Index(body) => serde_json::from_slice(body).unwrap(),
+        Op::Index(source) => serde_json::from_slice(&source.to_json()).unwrap(),
         Op::Delete => serde_json::Value::Null,
     }
 }

@@ -150,7 +150,7 @@ impl<T: Tracked> Batch<T> {
         }
         self.body.extend_from_slice(b"}}\n");
         if let Op::Index(source) = &write.op {
-            self.body.extend_from_slice(source);
+            source.write_to(&mut self.body);
             self.body.push(b'\n');
         }
         let key = provenance.key.map(|k| self.keep(k));
@@ -292,7 +292,7 @@ mod tests {
                 id: "a".into(),
                 routing: None,
                 version: 3,
-                op: Op::Index(br#"{"tags":[]}"#.to_vec()),
+                op: Op::Index(br#"{"tags":[]}"#.to_vec().into()),
             },
             provenance(3),
         );
@@ -329,7 +329,7 @@ mod tests {
                     id: id.into(),
                     routing: None,
                     version,
-                    op: Op::Index(b"{}".to_vec()),
+                    op: Op::Index(b"{}".to_vec().into()),
                 },
                 provenance(1),
             );

@@ -27,21 +27,26 @@ use crate::json_text::write_decoded;
 pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
     // One rule set for both schemas: whatever the new schema refuses, the reference legacy
     // indexer refuses too.
-    new_schema::encode_document(command)?;
-    let mut out = Vec::with_capacity(64);
+    new_schema::check(command)?;
+    let mut out = Vec::with_capacity(new_schema::encoded_len_estimate(command));
+    write_document(command, &mut out);
+    Ok(out)
+}
+
+/// Appends a checked command's document `_source` in the legacy shape to `out`.
+pub fn write_document(command: &Command<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"actions\":{\"tags\":{");
     for (i, (key, value)) in command.tags.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_decoded(&mut out, key);
+        write_decoded(out, key);
         out.push(b':');
-        write_decoded(&mut out, value);
+        write_decoded(out, value);
     }
     out.extend_from_slice(b"}}");
-    new_schema::write_fields(&mut out, &command.fields);
+    new_schema::write_fields(out, &command.fields);
     out.push(b'}');
-    Ok(out)
 }
 
 /// The tags of a legacy `_source`, flattened to `key → value` text. Nested objects under

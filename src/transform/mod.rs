@@ -70,11 +70,60 @@ impl fmt::Display for Schema {
 
 /// What happens to the document.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// Index this full `_source` (JSON bytes).
-    Index(Vec<u8>),
+pub enum Op<'a> {
+    /// Index this full `_source`.
+    Index(Source<'a>),
     /// Delete the document.
     Delete,
+}
+
+/// A document `_source`: JSON bytes, or a checked command that is encoded only where the
+/// document goes. The replay writes it straight into the bulk body, so no document is built in
+/// a buffer of its own and copied.
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    /// The document as JSON.
+    Json(Vec<u8>),
+    /// A command that passed [`new_schema::check`], and the schema to encode it in.
+    Command(Schema, Command<'a>),
+}
+
+impl Source<'_> {
+    /// Appends the document's JSON to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Json(json) => out.extend_from_slice(json),
+            Self::Command(Schema::New, command) => new_schema::write_document(command, out),
+            Self::Command(Schema::Legacy, command) => legacy::write_document(command, out),
+        }
+    }
+
+    /// The document's JSON.
+    pub fn to_json(&self) -> Cow<'_, [u8]> {
+        match self {
+            Self::Json(json) => Cow::Borrowed(json),
+            Self::Command(_, command) => {
+                let mut out = Vec::with_capacity(new_schema::encoded_len_estimate(command));
+                self.write_to(&mut out);
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
+/// Two sources are equal when they encode to the same JSON.
+impl PartialEq for Source<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_json() == other.to_json()
+    }
+}
+
+impl Eq for Source<'_> {}
+
+impl From<Vec<u8>> for Source<'_> {
+    fn from(json: Vec<u8>) -> Self {
+        Self::Json(json)
+    }
 }
 
 /// One versioned write, ready for the bulk encoder. It borrows its id from the payload.
@@ -87,7 +136,7 @@ pub struct Write<'a> {
     /// The external version.
     pub version: u64,
     /// Index or delete.
-    pub op: Op,
+    pub op: Op<'a>,
 }
 
 /// Why a command cannot become a write. It goes to the dead-letter topic with this reason.
@@ -111,14 +160,14 @@ impl Rejection {
     }
 }
 
-/// The document body of an upsert in `schema`, or a delete.
-pub fn encode(schema: Schema, command: &Command<'_>) -> Result<Op, Rejection> {
+/// The checked document of an upsert in `schema`, encoded where it is written, or a delete.
+pub fn encode(schema: Schema, command: Command<'_>) -> Result<Op<'_>, Rejection> {
     Ok(match command.kind {
         CommandKind::Delete => Op::Delete,
-        CommandKind::Upsert => Op::Index(match schema {
-            Schema::New => new_schema::encode_document(command)?,
-            Schema::Legacy => legacy::encode_document(command)?,
-        }),
+        CommandKind::Upsert => {
+            new_schema::check(&command)?;
+            Op::Index(Source::Command(schema, command))
+        }
     })
 }
 

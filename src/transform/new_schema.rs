@@ -21,6 +21,14 @@ use crate::json_text::{write_decoded, write_single_line};
 
 /// Encodes an upsert command's document `_source` in the new schema.
 pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
+    check(command)?;
+    let mut out = Vec::with_capacity(encoded_len_estimate(command));
+    write_document(command, &mut out);
+    Ok(out)
+}
+
+/// About how many bytes the command's document takes, to size a buffer for it.
+pub(super) fn encoded_len_estimate(command: &Command<'_>) -> usize {
     let fields_len: usize = command
         .fields
         .iter()
@@ -31,9 +39,13 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
         .iter()
         .map(|(k, v)| 2 * (k.len() + v.len()) + 32)
         .sum();
-    let mut out = Vec::with_capacity(16 + tags_len + fields_len);
-    out.extend_from_slice(b"{\"tags\":[");
-    for (i, (key, value)) in command.tags.iter().enumerate() {
+    16 + tags_len + fields_len
+}
+
+/// Refuses a command whose document Elasticsearch would refuse: a tag whose `keyToValue` is
+/// longer than a keyword term may be. Both schemas apply it.
+pub fn check(command: &Command<'_>) -> Result<(), Rejection> {
+    for (key, value) in &command.tags {
         let len = key_to_value::encoded_len(key, value);
         if len > MAX_KEYWORD_BYTES {
             return Err(Rejection::Transform(format!(
@@ -41,24 +53,31 @@ pub fn encode_document(command: &Command<'_>) -> Result<Vec<u8>, Rejection> {
                 truncate_for_message(key)
             )));
         }
+    }
+    Ok(())
+}
+
+/// Appends a [`check`]ed command's document `_source` to `out`.
+pub fn write_document(command: &Command<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"tags\":[");
+    for (i, (key, value)) in command.tags.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"keyToValue\":");
         if matches!((key, value), (Cow::Borrowed(_), Cow::Borrowed(_))) {
             // Both borrowed: see `json_text::write_decoded` for why they need no JSON escaping.
-            key_to_value::write_json_plain(&mut out, key, value);
+            key_to_value::write_json_plain(out, key, value);
         } else {
-            key_to_value::write_json(&mut out, key, value);
+            key_to_value::write_json(out, key, value);
         }
         out.extend_from_slice(b",\"value\":");
-        write_decoded(&mut out, value);
+        write_decoded(out, value);
         out.push(b'}');
     }
     out.push(b']');
-    write_fields(&mut out, &command.fields);
+    write_fields(out, &command.fields);
     out.push(b'}');
-    Ok(out)
 }
 
 /// Appends `,"name":raw` for each of the command's other fields, unchanged but for line breaks
