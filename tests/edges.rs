@@ -434,7 +434,11 @@ async fn a_write_waiting_for_its_retry_never_lands_after_a_newer_delete_of_its_d
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_retried_for_its_shard_holds_neither_its_batch_nor_the_only_request_slot() {
     let stack = stack();
-    let (topic, index, group) = (unique("e-shard"), unique("tags-v2-shard"), unique("indexer"));
+    let (topic, index, group) = (
+        unique("e-shard"),
+        unique("tags-v2-shard"),
+        unique("indexer"),
+    );
     // The first command's write fails on its shard (503) for 20 s; 2,000 others follow on two
     // partitions. With one request slot, a delivery that kept its slot through the retries
     // would leave the other partition unwritten until the shard came back.
@@ -501,7 +505,10 @@ async fn a_write_retried_for_its_shard_holds_neither_its_batch_nor_the_only_requ
     let stdout = stdout.join().unwrap();
     assert!(status.success(), "indexer exited with {status}: {stdout}");
     let expected = assert_matches_oracle(&stack, &topic, &index).await;
-    assert!(expected.contains_key("stuck"), "the stuck write landed once its shard came back");
+    assert!(
+        expected.contains_key("stuck"),
+        "the stuck write landed once its shard came back"
+    );
     assert_eq!(
         dead_letters(&stack, &topic).len(),
         0,

@@ -668,7 +668,15 @@ async fn bulk_with_rejections(state: &State, request: &Request, p: f64) -> (u16,
     let items = split_bulk(&request.body);
     let rejected: Vec<bool> = items.iter().map(|_| roll(state) < p).collect();
     let answer = (429, "es_rejected_execution_exception");
-    merge_rejections(state, request, items, rejected, answer, &state.counts.items_429).await
+    merge_rejections(
+        state,
+        request,
+        items,
+        rejected,
+        answer,
+        &state.counts.items_429,
+    )
+    .await
 }
 
 /// Forwards the items not `rejected` and answers with the upstream's results, and `answer` (a
