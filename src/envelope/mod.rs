@@ -79,6 +79,9 @@ pub struct Plan {
     root: Pointer,
     /// `None` when the value is the built-in envelope, read by its own decoder.
     tree: Option<Tree>,
+    /// Whether the built-in envelope's versions come from its `version` field (else `timestamp`),
+    /// decided once: comparing the mapping's pointer per message built a pointer each time.
+    reads_version_field: bool,
 }
 
 /// The parts of a command read from the value, before the id, version and routing are resolved.
@@ -94,11 +97,16 @@ impl Plan {
     pub fn compile(mapping: Mapping) -> Result<Self, String> {
         mapping.check()?;
         let tree = (!mapping.is_builtin_envelope()).then(|| Tree::compile(&mapping));
-        Ok(Self {
+        Ok(Self::new(mapping, tree))
+    }
+
+    fn new(mapping: Mapping, tree: Option<Tree>) -> Self {
+        Self {
+            reads_version_field: mapping.version == VersionSource::version_field(),
             mapping,
             tree,
             root: Pointer::root(),
-        })
+        }
     }
 
     /// The built-in envelope with versions from `version`.
@@ -114,11 +122,7 @@ impl Plan {
     #[cfg(test)]
     fn general(mapping: Mapping) -> Self {
         let tree = Some(Tree::compile(&mapping));
-        Self {
-            mapping,
-            tree,
-            root: Pointer::root(),
-        }
+        Self::new(mapping, tree)
     }
 
     /// The mapping this plan was compiled from.
@@ -189,7 +193,7 @@ impl Plan {
     fn decode<'a>(&self, payload: &'a [u8]) -> Result<Parts<'a>, Rejection> {
         let Some(tree) = &self.tree else {
             let mut command = Command::decode(payload).map_err(|e| Rejection::Decode(e.0))?;
-            let version = if self.mapping.version == VersionSource::version_field() {
+            let version = if self.reads_version_field {
                 command.version
             } else {
                 command.timestamp

@@ -46,6 +46,10 @@ pub(super) fn encoded_len_estimate(command: &Command<'_>) -> usize {
 /// longer than a keyword term may be. Both schemas apply it.
 pub fn check(command: &Command<'_>) -> Result<(), Rejection> {
     for (key, value) in &command.tags {
+        // A key escapes at most every byte, so only a long tag needs its bytes counted.
+        if 2 * key.len() + 1 + value.len() <= MAX_KEYWORD_BYTES {
+            continue;
+        }
         let len = key_to_value::encoded_len(key, value);
         if len > MAX_KEYWORD_BYTES {
             return Err(Rejection::Transform(format!(
@@ -161,6 +165,24 @@ mod tests {
             "x".repeat(MAX_KEYWORD_BYTES - 2)
         );
         assert!(encode(&payload).is_ok());
+    }
+
+    #[test]
+    fn the_escapes_of_a_key_count_toward_the_limit() {
+        // 16,000 colons escape to 32,000 bytes: with the separator and the value the tag is one
+        // byte over the limit, though its key and value alone are 16,767 bytes.
+        let key = ":".repeat(16_000);
+        let over = format!(
+            r#"{{"type":"upsert","tags":{{"{key}":"{}"}}}}"#,
+            "x".repeat(MAX_KEYWORD_BYTES - 32_000)
+        );
+        let err = encode(&over).unwrap_err();
+        assert!(err.to_string().contains("encodes to a 32767-byte"), "{err}");
+        let at = format!(
+            r#"{{"type":"upsert","tags":{{"{key}":"{}"}}}}"#,
+            "x".repeat(MAX_KEYWORD_BYTES - 32_001)
+        );
+        assert!(encode(&at).is_ok());
     }
 
     proptest! {
