@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn the_escapes_of_a_key_count_toward_the_limit() {
         // 16,000 colons escape to 32,000 bytes: with the separator and the value the tag is one
-        // byte over the limit, though its key and value alone are 16,767 bytes.
+        // byte over the limit, though its key and value alone are 16,766 bytes.
         let key = ":".repeat(16_000);
         let over = format!(
             r#"{{"type":"upsert","tags":{{"{key}":"{}"}}}}"#,
