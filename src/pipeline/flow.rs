@@ -3,11 +3,14 @@
 //! The budget counts messages received but not yet final and the bytes of the batches holding
 //! them. Past it, the loop first *holds*: it stops taking messages from librdkafka's queue, whose
 //! prefetch is capped, and librdkafka stops fetching once that queue is full. Below half the
-//! budget it reads on, and nothing was fetched twice. Only a hold longer than
-//! [`HOLD_BEFORE_PAUSE`] (an Elasticsearch outage, say) pauses every assigned partition and polls
-//! again, so the group membership and rebalances are served however long the outage lasts.
-//! Pausing is the last resort because librdkafka discards a paused partition's prefetched
-//! messages, and the broker must serve them again after the resume.
+//! budget it reads on, and nothing was fetched twice. A hold lasts at most [`HOLD_BEFORE_PAUSE`],
+//! so that rebalances are served: if the cluster freed some of the budget by then (a slow
+//! cluster), the loop reads on until the budget is full again; if it freed none (an
+//! Elasticsearch outage, say), the loop pauses every assigned partition and polls again, so the
+//! group membership and rebalances are served however long the outage lasts. Pausing is the
+//! last resort because librdkafka discards a paused partition's prefetched messages, and the
+//! broker must serve them again after the resume: before reading on was the rule, a cluster
+//! taking longer than the hold to free half the budget had every prefetch fetched twice.
 
 use std::time::Duration;
 
@@ -63,14 +66,17 @@ pub enum Flow {
 }
 
 impl Flow {
-    /// The state after this one under `load`: hold when the budget is full, pause once the hold
-    /// runs out, read on below half.
+    /// The state after this one under `load`: hold when the budget is full, read on below half
+    /// or when the hold runs out with some room, pause when it runs out with none.
     pub fn next(self, load: Load, now: tokio::time::Instant, hold_limit: Duration) -> Flow {
         match self {
             Flow::Reading if load.full() => Flow::Holding {
                 until: now + hold_limit,
             },
             Flow::Holding { .. } | Flow::Paused if load.below_half() => Flow::Reading,
+            // The cluster made room during the hold, if not yet half: reading on polls the
+            // consumer as a pause would, without discarding the prefetch.
+            Flow::Holding { until } if now >= until && !load.full() => Flow::Reading,
             Flow::Holding { until } if now >= until => Flow::Paused,
             unchanged => unchanged,
         }
@@ -133,6 +139,30 @@ mod tests {
         let now = tokio::time::Instant::now();
         let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
         assert_eq!(held.next(load(0, 0), now + HOLD, HOLD), Flow::Reading);
+    }
+
+    #[test]
+    fn a_hold_that_runs_out_while_the_cluster_frees_some_budget_reads_on_rather_than_pauses() {
+        // A slow cluster: a batch finished during the hold, but the budget is not yet back to
+        // half. Pausing would throw away librdkafka's prefetch, which the broker then serves
+        // again; reading on polls the consumer just as well, and holds again once full.
+        let now = tokio::time::Instant::now();
+        let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
+        let expired = now + HOLD;
+        let read_on = held.next(load(MAX - 1_000, 0), expired, HOLD);
+        assert_eq!(read_on, Flow::Reading);
+        let held_again = read_on.next(load(MAX, 0), expired, HOLD);
+        assert_eq!(
+            held_again,
+            Flow::Holding {
+                until: expired + HOLD
+            }
+        );
+        // Bytes count the same way: a hold whose bytes alone are still at the bound pauses.
+        assert_eq!(
+            held.next(load(MAX - 1_000, MAX_BYTES), expired, HOLD),
+            Flow::Paused
+        );
     }
 
     #[test]
