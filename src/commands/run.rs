@@ -329,8 +329,6 @@ async fn start_replay(
         args.retry_policy(),
         Duration::from_secs(args.request_timeout_secs),
     );
-    let lag_status = lag::spawn_monitor(&kafka, args.monitor_settings())?;
-    board.follow_lag(lag_status.clone());
     tokio::spawn(watch_index_settings(
         client.clone(),
         args.index.clone(),
@@ -344,6 +342,12 @@ async fn start_replay(
         settings.partitions_recorded,
         settings.commit_interval,
     )?;
+    let lag_status = lag::spawn_monitor(
+        Box::new(source.monitor_handle()),
+        &kafka,
+        args.monitor_settings(),
+    )?;
+    board.follow_lag(lag_status.clone());
     let mut dlq_config = kafka.clone();
     for (key, value) in &settings.dlq_kafka {
         dlq_config.set(key, value);

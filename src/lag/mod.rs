@@ -82,12 +82,14 @@ pub async fn judge_window(
 }
 
 /// Starts sampling in the background: exports the `lag.*` gauges and publishes what it saw on
-/// the returned channel after every sample.
+/// the returned channel after every sample. Our group's offsets are read through `ours`.
 pub fn spawn_monitor(
+    ours: Box<dyn monitor::OffsetsClient>,
     config: &ClientConfig,
     settings: MonitorSettings,
 ) -> anyhow::Result<watch::Receiver<Sampled>> {
-    let mut monitor = monitor::LagMonitor::new(
+    let mut monitor = monitor::LagMonitor::sharing(
+        ours,
         config,
         &settings.topic,
         &settings.group,

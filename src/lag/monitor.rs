@@ -1,8 +1,11 @@
 //! Sampling a group's lag from Kafka and keeping one [`PartitionWindow`] per partition.
 //!
-//! The monitor holds one librdkafka client per group it watches (ours and, optionally, the
-//! legacy indexer's) and asks for watermarks and committed offsets on each [`LagMonitor::sample`].
-//! Those calls block, so callers in async code run them on the blocking pool.
+//! The monitor asks for watermarks and committed offsets on each [`LagMonitor::sample`], through
+//! one client per group it watches: ours and, optionally, the legacy indexer's. Inside `run`, our
+//! group's client is the replay's own consumer ([`LagMonitor::sharing`]): every librdkafka
+//! client keeps its threads waking several times a second, and a second one for the same group
+//! doubled that cost of an idle `run`. Those calls block, so callers in async code run them on
+//! the blocking pool.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,7 +17,42 @@ use serde::Serialize;
 use super::rule::{Judgement, LagRule, PartitionWindow, Sample, Status};
 use crate::source::group::{self, committed};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The calls a sample makes for one group: the topic's partitions, the group's committed
+/// offsets and a partition's watermarks. Blocking.
+pub trait OffsetsClient: Send {
+    /// The partition ids of `topic` (none if it does not exist).
+    fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>>;
+    /// The group's committed offset for each of `partitions` (`None` where it has none).
+    fn committed(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<BTreeMap<i32, Option<i64>>>;
+    /// The low and high watermarks of one partition.
+    fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)>;
+}
+
+/// A client of its own, from [`group::offsets_client`]: it reads the group's offsets without
+/// joining the group.
+impl OffsetsClient for BaseConsumer {
+    fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
+        Ok(crate::source::topics::partition_ids(self, topic, TIMEOUT)?)
+    }
+
+    fn committed(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+        committed(self, topic, partitions)
+    }
+
+    fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+        Ok(self.fetch_watermarks(topic, partition, TIMEOUT)?)
+    }
+}
 
 /// One partition's row in a report: its offsets and what the rule says about it.
 #[derive(Debug, Clone, Serialize)]
@@ -71,7 +109,7 @@ pub struct LagMonitor {
     topic: String,
     group: String,
     legacy_group: Option<String>,
-    ours: BaseConsumer,
+    ours: Box<dyn OffsetsClient>,
     legacy: Option<BaseConsumer>,
     rule: LagRule,
     windows: BTreeMap<i32, PartitionWindow>,
@@ -88,13 +126,28 @@ impl LagMonitor {
         legacy_group: Option<&str>,
         rule: LagRule,
     ) -> anyhow::Result<Self> {
-        let client = |g: &str| group::offsets_client(config, g);
+        let ours = Box::new(group::offsets_client(config, group)?);
+        Self::sharing(ours, config, topic, group, legacy_group, rule)
+    }
+
+    /// A monitor that reads `group`'s offsets through `ours` (the replay's consumer, in `run`),
+    /// and connects a client of its own only for `legacy_group`.
+    pub fn sharing(
+        ours: Box<dyn OffsetsClient>,
+        config: &ClientConfig,
+        topic: &str,
+        group: &str,
+        legacy_group: Option<&str>,
+        rule: LagRule,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             topic: topic.to_owned(),
             group: group.to_owned(),
             legacy_group: legacy_group.map(str::to_owned),
-            ours: client(group)?,
-            legacy: legacy_group.map(client).transpose()?,
+            ours,
+            legacy: legacy_group
+                .map(|g| group::offsets_client(config, g))
+                .transpose()?,
             rule,
             windows: BTreeMap::new(),
             started: Instant::now(),
@@ -104,19 +157,13 @@ impl LagMonitor {
 
     /// Takes one sample of every partition and judges them. Blocking.
     pub fn sample(&mut self) -> anyhow::Result<LagReport> {
-        let metadata = self.ours.fetch_metadata(Some(&self.topic), TIMEOUT)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == self.topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let partitions = self.ours.partitions(&self.topic)?;
         anyhow::ensure!(
             !partitions.is_empty(),
             "topic `{}` does not exist or has no partitions",
             self.topic
         );
-        let ours = committed(&self.ours, &self.topic, &partitions)?;
+        let ours = self.ours.committed(&self.topic, &partitions)?;
         let legacy = match &self.legacy {
             Some(c) => Some(committed(c, &self.topic, &partitions)?),
             None => None,
@@ -125,7 +172,7 @@ impl LagMonitor {
         let mut rows = Vec::with_capacity(partitions.len());
         let mut judgements = Vec::with_capacity(partitions.len());
         for p in partitions {
-            let (low, high) = self.ours.fetch_watermarks(&self.topic, p, TIMEOUT)?;
+            let (low, high) = self.ours.watermarks(&self.topic, p)?;
             let committed = ours.get(&p).copied().flatten();
             let legacy_committed = legacy.as_ref().and_then(|l| l.get(&p).copied().flatten());
             let sample = Sample {

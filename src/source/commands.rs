@@ -9,8 +9,9 @@
 //!   and [`CommandSource::commit_finished`] records Kafka's answer: an offset counts as
 //!   committed only once Kafka confirmed it, and a failed one is offered again next time.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -21,7 +22,9 @@ use tokio::time::Instant;
 
 use super::kafka::{self, lock, IndexerContext};
 use super::offsets::{OffsetTracker, Ticket};
+use super::{group, topics};
 use crate::envelope::{HeaderLookup, Record};
+use crate::lag::monitor::{OffsetsClient, TIMEOUT};
 
 /// How long leaving the consumer group may take at exit, after the final commit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,6 +148,40 @@ impl Reader {
     }
 }
 
+/// The replay's consumer, lent to the lag monitor so that `run` keeps no second client for its
+/// own group. The handle is weak: the monitor holds the consumer only while a sample runs, so
+/// it never keeps the group membership alive past [`CommandSource::close`], and after the close
+/// a sample fails instead.
+pub struct MonitorHandle(Weak<StreamConsumer<IndexerContext>>);
+
+impl MonitorHandle {
+    fn consumer(&self) -> anyhow::Result<Arc<StreamConsumer<IndexerContext>>> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| anyhow::anyhow!("the replay's consumer has closed"))
+    }
+}
+
+impl OffsetsClient for MonitorHandle {
+    fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
+        Ok(topics::partition_ids(&*self.consumer()?, topic, TIMEOUT)?)
+    }
+
+    fn committed(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+        group::committed(&*self.consumer()?, topic, partitions)
+    }
+
+    fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+        Ok(self
+            .consumer()?
+            .fetch_watermarks(topic, partition, TIMEOUT)?)
+    }
+}
+
 impl CommandSource {
     /// Subscribes `group` to `topic`. With offset versions, `partitions_recorded` is the
     /// partition count the index was built from; a message from past it stops the run.
@@ -176,6 +213,12 @@ impl CommandSource {
             idle_commit_owed: false,
             commit_task: None,
         })
+    }
+
+    /// The consumer as the lag monitor reads our group's offsets through it (see
+    /// [`MonitorHandle`]).
+    pub fn monitor_handle(&self) -> MonitorHandle {
+        MonitorHandle(Arc::downgrade(&self.consumer))
     }
 
     /// The receiving end, for the loop.

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -136,10 +136,10 @@ pub fn offsets_client(config: &ClientConfig, group: &str) -> KafkaResult<BaseCon
     group_config(config, group).create()
 }
 
-/// `group`'s committed offset for each of `partitions` of `topic` (`None` where it has none),
-/// read with a client from [`offsets_client`].
-pub fn committed(
-    client: &BaseConsumer,
+/// The group's committed offset for each of `partitions` of `topic` (`None` where it has none),
+/// read with a client from [`offsets_client`], or with a member of the group.
+pub fn committed<C: ConsumerContext, K: Consumer<C>>(
+    client: &K,
     topic: &str,
     partitions: &[i32],
 ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {

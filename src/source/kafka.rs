@@ -155,12 +155,25 @@ pub fn consumer_config(base: &ClientConfig, group: &str) -> ClientConfig {
 /// answers must not keep the process from exiting. So the close runs on a thread of its own and is
 /// abandoned after `within`: the group then rebalances when this member's session expires, and
 /// nothing past the final commit is lost, because the next owner replays it.
+///
+/// The consumer closes when its last handle goes. The lag monitor may hold one for the
+/// milliseconds a sample takes, so the thread waits for it, within the same limit.
 pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Duration) {
     let (done, closed) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
         .name("consumer-close".into())
         .spawn(move || {
-            drop(consumer);
+            let mut consumer = consumer;
+            let last = loop {
+                match Arc::try_unwrap(consumer) {
+                    Ok(last) => break last,
+                    Err(shared) => {
+                        consumer = shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            };
+            drop(last);
             let _ = done.send(());
         });
     if let Err(e) = spawned {

@@ -26,12 +26,15 @@ pub async fn ensure_topic(
 }
 
 /// The partition ids of `topic` in the broker's metadata; none if the topic does not exist.
-pub fn partition_ids(
-    client: &rdkafka::consumer::BaseConsumer,
+pub fn partition_ids<C, K>(
+    client: &K,
     topic: &str,
     timeout: Duration,
-) -> rdkafka::error::KafkaResult<Vec<i32>> {
-    use rdkafka::consumer::Consumer;
+) -> rdkafka::error::KafkaResult<Vec<i32>>
+where
+    C: rdkafka::consumer::ConsumerContext,
+    K: rdkafka::consumer::Consumer<C>,
+{
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
     Ok(metadata
         .topics()
