@@ -284,6 +284,76 @@ async fn a_blackholed_cluster_pauses_the_replay_and_it_resumes_without_loss() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_slower_than_the_budget_drains_holds_the_replay_without_pausing_it() {
+    let stack = stack();
+    let (topic, index, group) = (unique("g-slow"), unique("tags-v2-slow"), unique("indexer"));
+    let count = 1_500;
+    let messages = messages(count, 500, 27);
+    produce_topic(&stack, &topic, 3, &messages).await;
+    // One request of 250 in flight, each answered after 3 s: the budget (750 messages) fills at
+    // once, a batch finishes every 3 s, and the budget is back to half (375) only after two of
+    // them, 6 s into a hold that may last 5 s. The hold runs out with one batch freed: the loop
+    // must read on, not pause (which would have librdkafka discard its prefetch).
+    let proxy = FaultProxy::start(
+        &stack.new_es,
+        Plan {
+            seed: 27,
+            latency: Duration::from_millis(3000),
+            ..Plan::default()
+        },
+    )
+    .await;
+    let port = free_port();
+    // `args_via`'s 3 s request timeout would time every request out.
+    let mut args = run_args_to(&stack, &topic, &group, &index, &proxy.url);
+    args.extend(
+        [
+            "--request-timeout-secs",
+            "10",
+            "--batch-max-docs",
+            "250",
+            "--max-in-flight",
+            "1",
+            "--status-addr",
+            &format!("127.0.0.1:{port}"),
+        ]
+        .map(String::from),
+    );
+    let started = Instant::now();
+    let mut child = indexer().args(&args).guarded();
+    let (mut held, mut status) = (false, serde_json::Value::Null);
+    wait_for("the replay to catch up", RUN_TIMEOUT, || {
+        if let Some((_, s)) = get(port, "/status") {
+            held |= s["replay"]["holding"] == true;
+            status = s;
+        }
+        (committed_total(&stack, &group, &topic) == count as i64).then_some(())
+    });
+    let took = started.elapsed();
+    // The status board is updated once a commit tick: read it after the last one.
+    std::thread::sleep(Duration::from_millis(1500));
+    if let Some((_, s)) = get(port, "/status") {
+        status = s;
+    }
+    terminate(&child.0);
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
+    assert!(held, "the budget filled, so the loop held: {status}");
+    assert!(
+        took >= Duration::from_secs(15),
+        "the proxy paced the replay (6 requests of 3 s): {took:?}"
+    );
+    assert_eq!(
+        status["replay"]["pauses"], 0,
+        "a slow cluster that frees budget during every hold never pauses the partitions: {status}"
+    );
+    let end = assert_no_loss(&stack, &topic, &index, &messages, Letters::ExactlyOnce).await;
+    println!(
+        "RESULT slow cluster: {count} commands, every bulk request answered after 3 s, one in flight; the loop held and never paused; took {:.1} s; {end}",
+        took.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn repeated_sigkills_at_random_points_lose_nothing() {
     let stack = stack();
     let kills = if full() { 20 } else { 4 };

@@ -64,6 +64,10 @@ impl Pipeline {
         let (holding, paused) = flow.flags();
         metrics::gauge!("pipeline.holding").set(if holding { 1.0 } else { 0.0 });
         metrics::gauge!("pipeline.paused").set(if paused { 1.0 } else { 0.0 });
+        if paused {
+            self.pauses += 1;
+            metrics::counter!("pipeline.pauses").increment(1);
+        }
         tracing::debug!(pending, holding, paused, "backpressure");
     }
 }

@@ -98,6 +98,8 @@ pub struct Pipeline {
     linger: Alarm,
     idle_commit: Alarm,
     hold_end: Alarm,
+    /// How many times backpressure paused the partitions.
+    pauses: u64,
 }
 
 impl Pipeline {
@@ -140,6 +142,7 @@ impl Pipeline {
             linger: Alarm::default(),
             idle_commit: Alarm::default(),
             hold_end: Alarm::default(),
+            pauses: 0,
             settings,
         }
     }
@@ -426,6 +429,7 @@ impl Pipeline {
             holding,
             paused,
             bulk_in_flight: self.batcher.in_flight(),
+            pauses: self.pauses,
         }
     }
 

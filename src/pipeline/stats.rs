@@ -94,6 +94,8 @@ pub struct Gauges {
     pub paused: bool,
     /// Bulk requests in flight.
     pub bulk_in_flight: usize,
+    /// How many times the partitions were paused.
+    pub pauses: u64,
 }
 
 impl RunStats {
@@ -177,6 +179,7 @@ impl RunStats {
             "holding": gauges.holding,
             "paused": gauges.paused,
             "bulk_in_flight": gauges.bulk_in_flight,
+            "pauses": gauges.pauses,
         })
     }
 
