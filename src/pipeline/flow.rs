@@ -4,9 +4,9 @@
 //! them. Past it, the loop first *holds*: it stops taking messages from librdkafka's queue, whose
 //! prefetch is capped, and librdkafka stops fetching once that queue is full. Below half the
 //! budget it reads on, and nothing was fetched twice. A hold lasts at most [`HOLD_BEFORE_PAUSE`],
-//! so that rebalances are served: if the cluster freed some of the budget by then (a slow
-//! cluster), the loop reads on until the budget is full again; if it freed none (an
-//! Elasticsearch outage, say), the loop pauses every assigned partition and polls again, so the
+//! so that rebalances are served: if the cluster answered a request during the hold and so freed
+//! some of the budget (a slow cluster), the loop reads on until the budget is full again; if it
+//! answered none (an Elasticsearch outage, say, where only dead letters free any budget), the loop pauses every assigned partition and polls again, so the
 //! group membership and rebalances are served however long the outage lasts. Pausing is the
 //! last resort because librdkafka discards a paused partition's prefetched messages, and the
 //! broker must serve them again after the resume: before reading on was the rule, a cluster

@@ -100,6 +100,8 @@ pub struct Pipeline {
     hold_end: Alarm,
     /// How many times backpressure paused the partitions.
     pauses: u64,
+    /// How many answers the cluster has given (bulk requests finished or reported early).
+    answers: u64,
 }
 
 impl Pipeline {
@@ -143,6 +145,7 @@ impl Pipeline {
             idle_commit: Alarm::default(),
             hold_end: Alarm::default(),
             pauses: 0,
+            answers: 0,
             settings,
         }
     }
@@ -265,7 +268,7 @@ impl Pipeline {
         self.linger.set(self.batcher.deadline());
         self.idle_commit.set(self.source.idle_commit_at());
         let (reading, hold_until) = match self.flow {
-            Flow::Holding { until } => (false, Some(until)),
+            Flow::Holding { until, .. } => (false, Some(until)),
             Flow::Reading | Flow::Paused => (true, None),
         };
         self.hold_end.set(hold_until);
@@ -371,6 +374,7 @@ impl Pipeline {
     fn on_finished(&mut self, done: Result<Done, tokio::task::JoinError>) -> anyhow::Result<()> {
         match done.map_err(|e| anyhow::anyhow!("an internal task failed: {e}"))? {
             Done::Bulk { result, batch } => {
+                self.answers += 1;
                 self.free_slot(batch);
                 for (ticket, outcome) in result? {
                     self.on_outcome(ticket, outcome);
@@ -391,6 +395,10 @@ impl Pipeline {
 
     /// What a delivery reported while some of its items wait for a retry.
     fn on_early(&mut self, batch: u64, early: Early<Ticket>) {
+        // A report with no outcome (a slot given back while every item waits) is no progress.
+        if !early.outcomes.is_empty() {
+            self.answers += 1;
+        }
         if early.slot_freed {
             self.free_slot(batch);
         }
