@@ -24,6 +24,7 @@ impl Pipeline {
             max_pending: self.max_pending,
             bytes: self.batcher.held_bytes(),
             max_bytes: self.max_bytes,
+            answers: self.answers,
         };
         let now = tokio::time::Instant::now();
         let wanted = self.flow.next(load, now, self.hold_limit);
@@ -38,7 +39,8 @@ impl Pipeline {
                 // rather than spin on an expired hold.
                 if pause {
                     let until = now + Duration::from_secs(1);
-                    self.set_flow(Flow::Holding { until }, pending);
+                    let answers = load.answers;
+                    self.set_flow(Flow::Holding { until, answers }, pending);
                 }
                 tracing::warn!(error = %e, pause, "pausing or resuming partitions failed");
             }

@@ -40,6 +40,9 @@ pub struct Load {
     pub bytes: usize,
     /// The most bytes held.
     pub max_bytes: usize,
+    /// How many times the cluster has answered so far (bulk requests finished, or item outcomes
+    /// reported early): a hold reads on only if this grew while it lasted.
+    pub answers: u64,
 }
 
 impl Load {
@@ -59,25 +62,36 @@ impl Load {
 pub enum Flow {
     /// Taking messages as they come.
     Reading,
-    /// The budget is full: messages stay in librdkafka's queue until `until`.
-    Holding { until: tokio::time::Instant },
+    /// The budget is full: messages stay in librdkafka's queue until `until`. `answers` is
+    /// [`Load::answers`] when the hold began.
+    Holding {
+        until: tokio::time::Instant,
+        answers: u64,
+    },
     /// Held too long: the assignment is paused and the consumer polled for rebalances only.
     Paused,
 }
 
 impl Flow {
     /// The state after this one under `load`: hold when the budget is full, read on below half
-    /// or when the hold runs out with some room, pause when it runs out with none.
+    /// or when the hold runs out with some room the cluster made, pause when it runs out
+    /// otherwise.
     pub fn next(self, load: Load, now: tokio::time::Instant, hold_limit: Duration) -> Flow {
         match self {
             Flow::Reading if load.full() => Flow::Holding {
                 until: now + hold_limit,
+                answers: load.answers,
             },
             Flow::Holding { .. } | Flow::Paused if load.below_half() => Flow::Reading,
-            // The cluster made room during the hold, if not yet half: reading on polls the
-            // consumer as a pause would, without discarding the prefetch.
-            Flow::Holding { until } if now >= until && !load.full() => Flow::Reading,
-            Flow::Holding { until } if now >= until => Flow::Paused,
+            // The cluster answered during the hold and made room, if not yet half: reading on
+            // polls the consumer as a pause would, without discarding the prefetch. Room made by
+            // dead letters alone (an outage, with poison among the messages) is no answer.
+            Flow::Holding { until, answers }
+                if now >= until && !load.full() && load.answers > answers =>
+            {
+                Flow::Reading
+            }
+            Flow::Holding { until, .. } if now >= until => Flow::Paused,
             unchanged => unchanged,
         }
     }
@@ -102,6 +116,15 @@ mod tests {
             max_pending: MAX,
             bytes,
             max_bytes: MAX_BYTES,
+            answers: 0,
+        }
+    }
+
+    /// `load` after the cluster has answered `answers` times.
+    fn answered(answers: u64, pending: usize, bytes: usize) -> Load {
+        Load {
+            answers,
+            ..load(pending, bytes)
         }
     }
 
@@ -113,7 +136,13 @@ mod tests {
             Flow::Reading
         );
         let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
-        assert_eq!(held, Flow::Holding { until: now + HOLD });
+        assert_eq!(
+            held,
+            Flow::Holding {
+                until: now + HOLD,
+                answers: 0
+            }
+        );
         let later = now + HOLD / 2;
         assert_eq!(held.next(load(MAX / 2 + 1, 0), later, HOLD), held);
         assert_eq!(held.next(load(MAX / 2, 0), later, HOLD), Flow::Reading);
@@ -147,20 +176,40 @@ mod tests {
         // half. Pausing would throw away librdkafka's prefetch, which the broker then serves
         // again; reading on polls the consumer just as well, and holds again once full.
         let now = tokio::time::Instant::now();
-        let held = Flow::Reading.next(load(MAX, 0), now, HOLD);
+        let held = Flow::Reading.next(answered(3, MAX, 0), now, HOLD);
         let expired = now + HOLD;
-        let read_on = held.next(load(MAX - 1_000, 0), expired, HOLD);
+        let read_on = held.next(answered(4, MAX - 1_000, 0), expired, HOLD);
         assert_eq!(read_on, Flow::Reading);
-        let held_again = read_on.next(load(MAX, 0), expired, HOLD);
+        let held_again = read_on.next(answered(4, MAX, 0), expired, HOLD);
         assert_eq!(
             held_again,
             Flow::Holding {
-                until: expired + HOLD
+                until: expired + HOLD,
+                answers: 4
             }
         );
         // Bytes count the same way: a hold whose bytes alone are still at the bound pauses.
         assert_eq!(
-            held.next(load(MAX - 1_000, MAX_BYTES), expired, HOLD),
+            held.next(answered(4, MAX - 1_000, MAX_BYTES), expired, HOLD),
+            Flow::Paused
+        );
+    }
+
+    #[test]
+    fn a_hold_that_runs_out_with_room_made_by_dead_letters_alone_pauses() {
+        // An outage with poison among the messages: the dead letters free a little budget, but
+        // the cluster answered nothing during the hold, so reading on would only refill it.
+        let now = tokio::time::Instant::now();
+        let held = Flow::Reading.next(answered(7, MAX, 0), now, HOLD);
+        let expired = now + HOLD;
+        assert_eq!(
+            held.next(answered(7, MAX - 20, 0), expired, HOLD),
+            Flow::Paused
+        );
+        // An answer given before the hold began is no answer during it.
+        let held_after_answer = Flow::Reading.next(answered(8, MAX, 0), now, HOLD);
+        assert_eq!(
+            held_after_answer.next(answered(8, MAX - 20, 0), expired, HOLD),
             Flow::Paused
         );
     }
@@ -178,7 +227,13 @@ mod tests {
         // may still hold memory: the bytes alone must hold the loop, and keep it held.
         let now = tokio::time::Instant::now();
         let held = Flow::Reading.next(load(0, MAX_BYTES), now, HOLD);
-        assert_eq!(held, Flow::Holding { until: now + HOLD });
+        assert_eq!(
+            held,
+            Flow::Holding {
+                until: now + HOLD,
+                answers: 0
+            }
+        );
         assert_eq!(held.next(load(0, MAX_BYTES / 2 + 1), now, HOLD), held);
         assert_eq!(held.next(load(0, MAX_BYTES / 2), now, HOLD), Flow::Reading);
     }

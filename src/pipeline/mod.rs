@@ -395,8 +395,13 @@ impl Pipeline {
 
     /// What a delivery reported while some of its items wait for a retry.
     fn on_early(&mut self, batch: u64, early: Early<Ticket>) {
-        // A report with no outcome (a slot given back while every item waits) is no progress.
-        if !early.outcomes.is_empty() {
+        // A report with no outcome (a slot given back while every item waits), or only with
+        // items dropped for a revoke, is no answer from the cluster.
+        if early
+            .outcomes
+            .iter()
+            .any(|(_, outcome)| *outcome != ItemOutcome::Revoked)
+        {
             self.answers += 1;
         }
         if early.slot_freed {
