@@ -99,6 +99,9 @@ pub fn spawn_monitor(
     let (tx, rx) = watch::channel(Sampled::default());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.interval);
+        // A sample slower than the interval (a broker not answering, the consumer closing) is
+        // followed by one more, not by a burst of the ticks it missed.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let sampled = tokio::task::spawn_blocking(move || {
@@ -119,6 +122,10 @@ pub fn spawn_monitor(
                         report: Some(report),
                     });
                 }
+                Err(e) if e.chain().any(|cause| cause.is::<monitor::ClientClosed>()) => {
+                    tracing::debug!("the replay's consumer has closed; the lag monitor stops");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "sampling the lag failed; will retry");
                     tx.send_modify(|sampled| sampled.at = Some(Instant::now()));
@@ -127,4 +134,78 @@ pub fn spawn_monitor(
         }
     });
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A client whose every call fails with `error()`, counting the samples it was asked for.
+    struct Failing {
+        samples: Arc<AtomicUsize>,
+        error: fn() -> anyhow::Error,
+    }
+
+    impl monitor::OffsetsClient for Failing {
+        fn partitions(&self, _: &str) -> anyhow::Result<Vec<i32>> {
+            self.samples.fetch_add(1, Ordering::SeqCst);
+            Err((self.error)())
+        }
+
+        fn committed(&self, _: &str, _: &[i32]) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
+            Err((self.error)())
+        }
+
+        fn watermarks(&self, _: &str, _: i32) -> anyhow::Result<(i64, i64)> {
+            Err((self.error)())
+        }
+    }
+
+    /// Runs a monitor on `error` for `run` and returns how many samples it took and whether
+    /// it is still running.
+    async fn monitor_failing_with(error: fn() -> anyhow::Error, run: Duration) -> (usize, bool) {
+        let samples = Arc::new(AtomicUsize::new(0));
+        let client = Failing {
+            samples: Arc::clone(&samples),
+            error,
+        };
+        let settings = MonitorSettings {
+            topic: "commands".into(),
+            group: "dual-indexer".into(),
+            legacy_group: None,
+            rule: rule::LagRule::default(),
+            interval: Duration::from_millis(10),
+        };
+        let mut rx = spawn_monitor(Box::new(client), &ClientConfig::new(), settings).unwrap();
+        let running = tokio::time::timeout(run, async { while rx.changed().await.is_ok() {} })
+            .await
+            .is_err();
+        (samples.load(Ordering::SeqCst), running)
+    }
+
+    #[tokio::test]
+    async fn the_monitor_stops_quietly_once_the_replays_consumer_has_closed() {
+        let (samples, running) = monitor_failing_with(
+            || anyhow::Error::new(monitor::ClientClosed).context("reading our offsets"),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(!running, "the monitor ended");
+        assert_eq!(samples, 1, "no sample after the close was seen");
+    }
+
+    #[tokio::test]
+    async fn any_other_failure_is_retried() {
+        let (samples, running) = monitor_failing_with(
+            || anyhow::anyhow!("the broker did not answer"),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert!(running, "the monitor keeps sampling");
+        assert!(samples > 1, "sampled {samples} times");
+    }
 }

@@ -34,6 +34,12 @@ pub trait OffsetsClient: Send {
     fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)>;
 }
 
+/// What an [`OffsetsClient`] lent by the replay returns once the replay has closed its consumer:
+/// the monitor then stops, as the run is ending.
+#[derive(Debug, thiserror::Error)]
+#[error("the replay's consumer has closed")]
+pub struct ClientClosed;
+
 /// A client of its own, from [`group::offsets_client`]: it reads the group's offsets without
 /// joining the group.
 impl OffsetsClient for BaseConsumer {

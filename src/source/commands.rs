@@ -24,7 +24,7 @@ use super::kafka::{self, lock, IndexerContext};
 use super::offsets::{OffsetTracker, Ticket};
 use super::{group, topics};
 use crate::envelope::{HeaderLookup, Record};
-use crate::lag::monitor::{OffsetsClient, TIMEOUT};
+use crate::lag::monitor::{ClientClosed, OffsetsClient, TIMEOUT};
 
 /// How long leaving the consumer group may take at exit, after the final commit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,9 +156,7 @@ pub struct MonitorHandle(Weak<StreamConsumer<IndexerContext>>);
 
 impl MonitorHandle {
     fn consumer(&self) -> anyhow::Result<Arc<StreamConsumer<IndexerContext>>> {
-        self.0
-            .upgrade()
-            .ok_or_else(|| anyhow::anyhow!("the replay's consumer has closed"))
+        Ok(self.0.upgrade().ok_or(ClientClosed)?)
     }
 }
 
