@@ -458,7 +458,12 @@ impl CommitWatcher {
     }
 
     fn committed(&self) -> anyhow::Result<i64> {
-        let committed = group::committed(&self.client, &self.topic, &self.partitions)?;
+        let committed = group::committed(
+            &self.client,
+            &self.topic,
+            &self.partitions,
+            Duration::from_secs(10),
+        )?;
         Ok(committed.values().flatten().sum())
     }
 }

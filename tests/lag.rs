@@ -3,10 +3,14 @@
 mod support;
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dual_indexer::generate::{self, GeneratorSpec};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use dual_indexer::lag::monitor::{ClientClosed, OffsetsClient};
+use dual_indexer::source::commands::CommandSource;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use support::*;
@@ -267,4 +271,77 @@ async fn a_frozen_elasticsearch_makes_the_lag_stalled_and_the_replay_recovers_wi
     .await;
     let _ = es.kill();
     let _ = es.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_leaves_its_group_even_while_lag_samples_run_back_to_back() {
+    // Under load a lag sample can take longer than the sampling interval, and samples then run
+    // back to back through the replay's own consumer. The close must still leave the group:
+    // a member that exits without leaving keeps its partitions until its session expires (the
+    // test broker never expires it), and the next member of the group is assigned nothing.
+    let stack = stack();
+    let (topic, group) = (unique("lag-close"), unique("indexer"));
+    let messages = generate::messages(&GeneratorSpec {
+        count: 30,
+        ids: 10,
+        tags: 2,
+        seed: 41,
+        poison_every: 0,
+    });
+    produce_topic(&stack, &topic, 3, &messages).await;
+    let config = kafka_config(&stack);
+    let source =
+        CommandSource::subscribe(&config, &group, &topic, None, Duration::from_secs(5)).unwrap();
+    let reader = source.reader();
+    tokio::time::timeout(Duration::from_secs(60), reader.recv())
+        .await
+        .expect("the first member receives a message")
+        .unwrap();
+    drop(reader);
+
+    let handle = source.monitor_handle();
+    let sampled_topic = topic.clone();
+    // Set once the close returned, so that the sampler ends whatever the close did.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let sampler = std::thread::spawn(move || {
+        let mut calls = 0u64;
+        while !stopped.load(Ordering::Relaxed) {
+            match handle.watermarks(&sampled_topic, 0) {
+                Err(e) if e.is::<ClientClosed>() => return (calls, true),
+                Err(e) => panic!("a sample failed before the close: {e}"),
+                Ok(_) => calls += 1,
+            }
+        }
+        (calls, false)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let closing = std::time::Instant::now();
+    source.close().await;
+    let took = closing.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (calls, refused) = sampler.join().unwrap();
+    assert!(calls > 0, "the samples ran while the close began");
+    // The close gives up on leaving after 10 s; waiting that long means it never left.
+    assert!(
+        took < Duration::from_secs(8),
+        "the close waited {took:?} for the samples, after {calls} calls"
+    );
+    assert!(
+        refused,
+        "once the close began, the handle refused to sample"
+    );
+
+    // The group is free: a new member is assigned partitions and reads the topic.
+    let next: StreamConsumer = config
+        .clone()
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    next.subscribe(&[&topic]).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), next.recv())
+        .await
+        .expect("a new member of the group is assigned partitions and reads")
+        .unwrap();
 }

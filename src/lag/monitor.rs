@@ -52,7 +52,7 @@ impl OffsetsClient for BaseConsumer {
         topic: &str,
         partitions: &[i32],
     ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
-        committed(self, topic, partitions)
+        committed(self, topic, partitions, TIMEOUT)
     }
 
     fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
@@ -171,7 +171,7 @@ impl LagMonitor {
         );
         let ours = self.ours.committed(&self.topic, &partitions)?;
         let legacy = match &self.legacy {
-            Some(c) => Some(committed(c, &self.topic, &partitions)?),
+            Some(c) => Some(committed(c, &self.topic, &partitions, TIMEOUT)?),
             None => None,
         };
         let at = self.started.elapsed().as_secs_f64();

@@ -24,7 +24,7 @@ use super::kafka::{self, lock, IndexerContext};
 use super::offsets::{OffsetTracker, Ticket};
 use super::{group, topics};
 use crate::envelope::{HeaderLookup, Record};
-use crate::lag::monitor::{ClientClosed, OffsetsClient, TIMEOUT};
+use crate::lag::monitor::{ClientClosed, OffsetsClient};
 
 /// How long leaving the consumer group may take at exit, after the final commit.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +50,8 @@ pub struct CommandSource {
     idle_commit_owed: bool,
     /// The commit in flight, if any.
     commit_task: Option<PendingCommit>,
+    /// Set when the close begins: the lag monitor's handle stops lending the consumer.
+    closing: Arc<AtomicBool>,
 }
 
 /// A commit handed to a blocking thread and the offsets it offers Kafka.
@@ -149,20 +151,34 @@ impl Reader {
 }
 
 /// The replay's consumer, lent to the lag monitor so that `run` keeps no second client for its
-/// own group. The handle is weak: the monitor holds the consumer only while a sample runs, so
-/// it never keeps the group membership alive past [`CommandSource::close`], and after the close
-/// a sample fails instead.
-pub struct MonitorHandle(Weak<StreamConsumer<IndexerContext>>);
+/// own group. The handle is weak: the monitor holds the consumer only while one call runs, so it
+/// never keeps the group membership alive past [`CommandSource::close`]. Once the close begins,
+/// no call starts ([`ClientClosed`]), and one in flight gives up after [`LENT_CALL_TIMEOUT`]:
+/// the close waits for it, and a sample must not use up the close's own time limit.
+pub struct MonitorHandle {
+    consumer: Weak<StreamConsumer<IndexerContext>>,
+    closing: Arc<AtomicBool>,
+}
+
+/// How long a call through a [`MonitorHandle`] may wait for the broker.
+const LENT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl MonitorHandle {
     fn consumer(&self) -> anyhow::Result<Arc<StreamConsumer<IndexerContext>>> {
-        Ok(self.0.upgrade().ok_or(ClientClosed)?)
+        if self.closing.load(Ordering::Acquire) {
+            return Err(ClientClosed.into());
+        }
+        Ok(self.consumer.upgrade().ok_or(ClientClosed)?)
     }
 }
 
 impl OffsetsClient for MonitorHandle {
     fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
-        Ok(topics::partition_ids(&*self.consumer()?, topic, TIMEOUT)?)
+        Ok(topics::partition_ids(
+            &*self.consumer()?,
+            topic,
+            LENT_CALL_TIMEOUT,
+        )?)
     }
 
     fn committed(
@@ -170,13 +186,13 @@ impl OffsetsClient for MonitorHandle {
         topic: &str,
         partitions: &[i32],
     ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
-        group::committed(&*self.consumer()?, topic, partitions)
+        group::committed(&*self.consumer()?, topic, partitions, LENT_CALL_TIMEOUT)
     }
 
     fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
         Ok(self
             .consumer()?
-            .fetch_watermarks(topic, partition, TIMEOUT)?)
+            .fetch_watermarks(topic, partition, LENT_CALL_TIMEOUT)?)
     }
 }
 
@@ -210,13 +226,17 @@ impl CommandSource {
             last_commit: None,
             idle_commit_owed: false,
             commit_task: None,
+            closing: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The consumer as the lag monitor reads our group's offsets through it (see
     /// [`MonitorHandle`]).
     pub fn monitor_handle(&self) -> MonitorHandle {
-        MonitorHandle(Arc::downgrade(&self.consumer))
+        MonitorHandle {
+            consumer: Arc::downgrade(&self.consumer),
+            closing: Arc::clone(&self.closing),
+        }
     }
 
     /// The receiving end, for the loop.
@@ -345,6 +365,8 @@ impl CommandSource {
     /// Commits every partition's final offsets, waiting for the answer, and leaves the group.
     /// Returns how many messages were received but are not final.
     pub async fn close(mut self) -> usize {
+        // The lag monitor starts no call from here on (see [`MonitorHandle`]).
+        self.closing.store(true, Ordering::Release);
         if let Some(PendingCommit { task, offered }) = self.commit_task.take() {
             let answer = task.await;
             self.record(answered(answer, offered));

@@ -92,7 +92,7 @@ pub fn positions(
     if partitions.is_empty() {
         anyhow::bail!("topic `{topic}` does not exist or has no partitions");
     }
-    let committed = committed(&consumer, topic, &partitions)?;
+    let committed = committed(&consumer, topic, &partitions, TIMEOUT)?;
     let mut out = Vec::with_capacity(partitions.len());
     for p in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, p, TIMEOUT)?;
@@ -142,12 +142,13 @@ pub fn committed<C: ConsumerContext, K: Consumer<C>>(
     client: &K,
     topic: &str,
     partitions: &[i32],
+    timeout: Duration,
 ) -> anyhow::Result<BTreeMap<i32, Option<i64>>> {
     let mut list = TopicPartitionList::new();
     for p in partitions {
         list.add_partition(topic, *p);
     }
-    let answer = client.committed_offsets(list, TIMEOUT)?;
+    let answer = client.committed_offsets(list, timeout)?;
     Ok(partitions
         .iter()
         .map(|p| {

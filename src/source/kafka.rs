@@ -164,6 +164,7 @@ pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Durati
         .name("consumer-close".into())
         .spawn(move || {
             let mut consumer = consumer;
+            let waiting = std::time::Instant::now();
             let last = loop {
                 match Arc::try_unwrap(consumer) {
                     Ok(last) => break last,
@@ -173,6 +174,14 @@ pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Durati
                     }
                 }
             };
+            // Any wait here was for a lag sample's call in flight; a long one is worth knowing.
+            let waited_ms = waiting.elapsed().as_millis() as u64;
+            if waited_ms >= 1_000 {
+                tracing::info!(
+                    waited_ms,
+                    "waited for a lag sample to finish before leaving the group"
+                );
+            }
             drop(last);
             let _ = done.send(());
         });

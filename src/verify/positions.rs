@@ -100,9 +100,10 @@ impl Positions {
             let topic = &inner.groups.topic;
             let partitions = partitions(&inner.ours, topic)?;
             let read = |client: &BaseConsumer, name: &str| -> anyhow::Result<Offsets> {
-                let offsets = group::committed(client, topic, &partitions).map_err(|e| {
-                    anyhow::anyhow!("the committed offsets of group `{name}` on `{topic}`: {e}")
-                })?;
+                let offsets =
+                    group::committed(client, topic, &partitions, TIMEOUT).map_err(|e| {
+                        anyhow::anyhow!("the committed offsets of group `{name}` on `{topic}`: {e}")
+                    })?;
                 Ok(offsets
                     .into_iter()
                     .filter_map(|(p, o)| o.map(|o| (p, o)))
