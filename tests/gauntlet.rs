@@ -695,11 +695,16 @@ async fn a_rebalance_storm_loses_nothing() {
         // A second member joins, takes partitions, and leaves a few seconds later.
         let mut visitor = indexer().args(&args).stderr(Stdio::piped()).guarded();
         let log = watch_log(visitor.0.stderr.take().unwrap());
-        wait_for(
-            "the visitor to be assigned partitions",
-            Duration::from_secs(60),
-            || took_partitions(&log.lock().unwrap()).then_some(()),
-        );
+        let joined = Instant::now();
+        while !took_partitions(&log.lock().unwrap()) {
+            // On a timeout, the visitor's own log says what it was waiting for.
+            assert!(
+                joined.elapsed() < Duration::from_secs(60),
+                "the visitor was not assigned partitions within 60 s; its log:\n{}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         std::thread::sleep(Duration::from_secs(2));
         terminate(&visitor.0);
         let status = wait_with_timeout(&mut visitor, Duration::from_secs(60));
