@@ -308,7 +308,7 @@ impl FieldRules {
             Some(rename) => Cow::Owned(rename.to.clone()),
             None => name,
         };
-        found.fields.push((name, raw));
+        found.fields.push((name, raw.get()));
         Ok(())
     }
 }

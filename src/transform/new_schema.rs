@@ -32,7 +32,7 @@ pub(super) fn encoded_len_estimate(command: &Command<'_>) -> usize {
     let fields_len: usize = command
         .fields
         .iter()
-        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .map(|(k, v)| k.len() + v.len() + 4)
         .sum();
     let tags_len: usize = command
         .tags
@@ -91,7 +91,7 @@ pub(super) fn write_fields(out: &mut Vec<u8>, fields: &[crate::command::Field<'_
         out.push(b',');
         write_decoded(out, name);
         out.push(b':');
-        write_single_line(out, raw.get());
+        write_single_line(out, raw);
     }
 }
 

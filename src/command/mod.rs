@@ -22,6 +22,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+mod plain;
+
 /// What a command asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,8 +40,9 @@ pub const MAX_FIELD_DEPTH: usize = 32;
 /// A tag as (key, value text).
 pub type Tag<'a> = (Cow<'a, str>, Cow<'a, str>);
 
-/// A document field as (name, raw JSON value).
-pub type Field<'a> = (Cow<'a, str>, &'a RawValue);
+/// A document field as (name, raw JSON text of its value). The text was checked to be one valid
+/// JSON value by whichever decoder read it.
+pub type Field<'a> = (Cow<'a, str>, &'a str);
 
 /// A decoded command, borrowing from the message payload.
 #[derive(Debug, Clone)]
@@ -72,8 +75,11 @@ impl<'a> Command<'a> {
                 "not a valid command envelope: the payload is not UTF-8 ({e})"
             ))
         })?;
-        let envelope: Envelope<'a> = serde_json::from_str(text)
-            .map_err(|e| DecodeError(format!("not a valid command envelope: {e}")))?;
+        let envelope: Envelope<'a> = match plain::read(text) {
+            Some(envelope) => envelope,
+            None => serde_json::from_str(text)
+                .map_err(|e| DecodeError(format!("not a valid command envelope: {e}")))?,
+        };
         envelope.validate()
     }
 }
@@ -92,7 +98,7 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     tags: Option<Entries<'a, Cow<'a, str>>>,
     #[serde(borrow, default)]
-    fields: Option<Entries<'a, &'a RawValue>>,
+    fields: Option<Entries<'a, &'a str>>,
 }
 
 impl<'a> Envelope<'a> {
@@ -130,7 +136,7 @@ impl<'a> Envelope<'a> {
 pub(crate) fn check_fields(fields: &[Field<'_>], tags_rule: &str) -> Result<(), DecodeError> {
     if let Some((name, _)) = fields
         .iter()
-        .find(|(_, raw)| nesting_depth(raw.get()) > MAX_FIELD_DEPTH)
+        .find(|(_, raw)| nesting_depth(raw) > MAX_FIELD_DEPTH)
     {
         return Err(DecodeError(format!(
             "field `{name}` nests arrays or objects more than {MAX_FIELD_DEPTH} levels deep"
@@ -234,9 +240,9 @@ pub(crate) trait EntryValue<'a>: Sized {
 }
 
 /// `fields` members stay raw JSON.
-impl<'a> EntryValue<'a> for &'a RawValue {
+impl<'a> EntryValue<'a> for &'a str {
     fn from_raw(_key: &str, raw: &'a RawValue) -> Result<Self, DecodeError> {
-        Ok(raw)
+        Ok(raw.get())
     }
 }
 
@@ -298,7 +304,7 @@ mod tests {
         assert_eq!(cmd.version, Some(3));
         let tags: Vec<_> = cmd.tags.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(tags, [("lastName", "sever"), ("name", "dor")]);
-        let fields: Vec<_> = cmd.fields.iter().map(|(k, v)| (&**k, v.get())).collect();
+        let fields: Vec<_> = cmd.fields.iter().map(|(k, v)| (&**k, *v)).collect();
         assert_eq!(fields, [("status", "\"open\""), ("title", "\"t\"")]);
     }
 
