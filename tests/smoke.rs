@@ -69,6 +69,54 @@ async fn kafka_offsets_commits_and_watermarks_are_exact() {
     }
 }
 
+/// The sink asks for only the parts of a bulk answer it reads (`transport::BULK_ANSWER_FILTER`):
+/// each item's status and error, from the cluster's own answer.
+#[tokio::test]
+async fn the_sinks_bulk_answers_hold_only_each_items_status_and_error() {
+    use dual_indexer::sink::transport::{Exchange, Http, Transport};
+    let stack = stack();
+    let index = unique("smoke-filter");
+    let client = es::client(&stack.new_es, Duration::from_secs(30)).unwrap();
+    es::ensure_index(&client, &index, es::NEW_INDEX_TEMPLATE)
+        .await
+        .unwrap();
+    let source = r#"{"tags":[{"keyToValue":"n:v","value":"v"}]}"#;
+    let body = format!(
+        "{{\"index\":{{\"_id\":\"a\",\"version\":5,\"version_type\":\"external\"}}}}\n{source}\n\
+         {{\"index\":{{\"_id\":\"a\",\"version\":3,\"version_type\":\"external\"}}}}\n{source}\n"
+    );
+    let transport = Http::new(client, &index, Duration::from_secs(30));
+    let Exchange::Answered { status, body } = transport.send(body.into()).await else {
+        panic!("no answer");
+    };
+    assert_eq!(status, 200);
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        answer.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["items"],
+        "{answer}"
+    );
+    let items: Vec<_> = answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let result = item["index"].as_object().unwrap();
+            let mut keys: Vec<_> = result.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            (result["status"].as_u64().unwrap(), keys.join(","))
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [(201, "status".into()), (409, "error,status".into())]
+    );
+    assert_eq!(
+        answer["items"][1]["index"]["error"]["type"],
+        "version_conflict_engine_exception"
+    );
+}
+
 #[tokio::test]
 async fn es_index_from_schema_accepts_bulk_and_refuses_unknown_fields() {
     let stack = stack();

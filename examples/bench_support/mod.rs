@@ -26,7 +26,8 @@ pub async fn raw_bulk(
     in_flight: usize,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let path = format!("/{index}/_bulk");
+    // The indexer's own request line, so that the stand-in writes the same answers for both.
+    let path = dual_indexer::sink::transport::bulk_path(index);
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(bodies)
         .map(|body| {
             let path = &path;
