@@ -161,14 +161,15 @@ async fn sigkill_mid_replay_then_restart_ends_at_the_oracle() {
         await_session_expiry();
         progress.push(committed_total(&stack, &group, &topic));
     }
-    // Each run got past its own mark before its kill and the kill came before the end: the
-    // commits went forward run by run and every restart resumed a replay still under way.
+    // Each run committed past the kill before it and past its own mark, and its kill came before
+    // the end: every restart resumed a replay still under way and moved it on.
     assert!(
         progress
             .iter()
             .zip(marks)
-            .all(|(&at, mark)| (mark..20_000).contains(&at)),
-        "each kill landed mid-replay, past its mark {marks:?}: {progress:?}"
+            .all(|(&at, mark)| (mark..20_000).contains(&at))
+            && progress.windows(2).all(|w| w[0] < w[1]),
+        "each kill landed mid-replay, past the one before and its mark {marks:?}: {progress:?}"
     );
 
     run_until_caught_up(&args);
