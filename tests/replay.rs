@@ -132,14 +132,8 @@ async fn sigkill_mid_replay_then_restart_ends_at_the_oracle() {
     // A second per bulk request paces the replay (about 1,200 commands a second, committed each
     // second), so that every kill lands mid-replay however fast the indexer and the cluster are:
     // unpaced, one commit interval can carry the replay from the second kill's mark to the end.
-    let proxy = support::fault_proxy::FaultProxy::start(
-        &stack.new_es,
-        support::fault_proxy::Plan {
-            latency: Duration::from_secs(1),
-            ..Default::default()
-        },
-    )
-    .await;
+    let proxy =
+        support::fault_proxy::FaultProxy::delaying(&stack.new_es, Duration::from_secs(1)).await;
     let mut args = run_args_to(&stack, &topic, &group, &index, &proxy.url);
     args.extend(["--batch-max-docs".into(), "300".into()]);
 
@@ -194,14 +188,8 @@ async fn two_instances_share_the_partitions_and_one_leaving_mid_replay_loses_not
     produce_topic(&stack, &topic, 3, &messages).await;
     // A second per bulk request paces the replay (about 800 commands a second), so that the
     // second member's join and the rebalance it causes land long before the end.
-    let proxy = support::fault_proxy::FaultProxy::start(
-        &stack.new_es,
-        support::fault_proxy::Plan {
-            latency: Duration::from_secs(1),
-            ..Default::default()
-        },
-    )
-    .await;
+    let proxy =
+        support::fault_proxy::FaultProxy::delaying(&stack.new_es, Duration::from_secs(1)).await;
     let mut args = run_args_to(&stack, &topic, &group, &index, &proxy.url);
     args.extend(["--batch-max-docs".into(), "200".into()]);
     let status_args = |port: u16| ["--status-addr".to_owned(), format!("127.0.0.1:{port}")];

@@ -150,6 +150,19 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
+    /// Starts a proxy to `upstream` that holds every request for `latency` and injects nothing
+    /// else: it paces a replay, so that a fault the test injects lands before the end.
+    pub async fn delaying(upstream: &str, latency: Duration) -> Self {
+        Self::start(
+            upstream,
+            Plan {
+                latency,
+                ..Plan::default()
+            },
+        )
+        .await
+    }
+
     /// Starts a proxy to `upstream` (`http://host:port`) with `plan`.
     pub async fn start(upstream: &str, plan: Plan) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
