@@ -205,7 +205,7 @@ impl Plan {
                 command,
             });
         };
-        let text = std::str::from_utf8(payload)
+        let text = crate::json_text::utf8(payload)
             .map_err(|e| Rejection::Decode(format!("the message value is not UTF-8 ({e})")))?;
         let found = tree.extract(text).map_err(|e| {
             Rejection::Decode(format!(

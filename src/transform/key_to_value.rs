@@ -55,12 +55,15 @@ pub fn write_json(out: &mut Vec<u8>, key: &str, value: &str) {
 pub fn write_json_plain(out: &mut Vec<u8>, key: &str, value: &str) {
     out.reserve(key.len() + value.len() + 3);
     out.push(b'"');
-    // A byte search: `str::split(char)` cost 4 % of the hot path on these short keys.
+    // Most keys have no `:`, and a branch-free scan of a short key finds that sooner than a call
+    // to `memchr` (3 % of the hot path), which is left for the keys that have one.
     let mut rest = key.as_bytes();
-    while let Some(at) = memchr::memchr(b':', rest) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(br"\\:");
-        rest = &rest[at + 1..];
+    if rest.iter().fold(false, |found, b| found | (*b == b':')) {
+        while let Some(at) = memchr::memchr(b':', rest) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(br"\\:");
+            rest = &rest[at + 1..];
+        }
     }
     out.extend_from_slice(rest);
     out.push(b':');
