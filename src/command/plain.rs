@@ -297,18 +297,27 @@ impl<'a> Reader<'a> {
 
     /// A whole number that fits in a `u64`. (A fraction or an exponent after it is for the serde
     /// decoder to convert or refuse: the member loop gives up on anything but `,` or `}` there.)
+    ///
+    /// The digits are found first and summed after, in locals: summing while scanning kept the
+    /// running value in memory, a store and a load per digit (a fifth of the decoder's own time
+    /// on 13-digit timestamps). Nineteen digits cannot overflow, so only a twentieth is checked.
     fn whole_number(&mut self) -> Option<u64> {
-        let start = self.at;
-        let mut n: u64 = 0;
-        while let Some(digit @ b'0'..=b'9') = self.peek() {
-            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
-            self.at += 1;
-        }
-        let digits = self.at - start;
-        let leading_zero = digits > 1 && self.text.as_bytes()[start] == b'0';
-        if digits == 0 || leading_zero {
+        let rest = self.text.as_bytes().get(self.at..)?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let run = &rest[..digits];
+        if digits == 0 || (digits > 1 && run[0] == b'0') {
             return None;
         }
+        let (head, last) = run.split_at(digits.min(19));
+        let mut n = head
+            .iter()
+            .fold(0u64, |n, &digit| n * 10 + u64::from(digit - b'0'));
+        if let [digit] = last {
+            n = n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+        } else if !last.is_empty() {
+            return None;
+        }
+        self.at += digits;
         Some(n)
     }
 }
@@ -518,6 +527,25 @@ mod tests {
         ) {
             let text = format!("{{{space}{}}}", members.join(&format!(",{space}")));
             agrees(&text)?;
+        }
+
+        /// Versions and timestamps of every length up to past `u64::MAX`, with leading zeros
+        /// and a fraction or exponent after them.
+        #[test]
+        fn whole_numbers_are_read_as_the_serde_decoder_reads_them(
+            digits in "0?[0-9]{0,21}",
+            near_max in (u64::MAX - 1_000)..=u64::MAX,
+            tail in "(|\\.5|e1)",
+        ) {
+            for number in [digits.clone(), near_max.to_string(), format!("{near_max}0")] {
+                let text = format!(r#"{{"type":"delete","version":{number}{tail}}}"#);
+                let plain = agrees(&text)?;
+                let whole = tail.is_empty()
+                    && !number.is_empty()
+                    && !(number.len() > 1 && number.starts_with('0'))
+                    && number.parse::<u64>().is_ok();
+                prop_assert_eq!(plain, whole, "{}", text);
+            }
         }
 
         #[test]
