@@ -5,7 +5,8 @@
 //! Rather than exit, or sit silent until a client library's own timeout, `run` tries again every
 //! [`RETRY_EVERY`], names the address and the error at the first failure and again every
 //! [`REPEAT_EVERY`], and shows the same on `/healthz`, `/readyz` and `/status`. An answer that
-//! waiting cannot change (credentials refused, a missing topic) ends the wait with that error.
+//! waiting cannot change (credentials refused, Kafka settings librdkafka refuses) ends the wait with
+//! that error.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use elasticsearch::Elasticsearch;
 
 use crate::es::cluster::{self, Cluster, ProbeError, Role};
+use crate::source::topics::ProbeFailure;
 use crate::status::StatusBoard;
 
 /// Time between two attempts.
@@ -113,8 +115,46 @@ pub async fn wait_for_topic(
             })
             .await
             .map_err(|e| Failure::Fatal(e.into()))?
-            .map_err(|e| Failure::Unreachable(crate::secrets::scrub(&e)))
+            .map_err(|e| match e {
+                ProbeFailure::Settings(why) => {
+                    Failure::Fatal(anyhow::anyhow!(crate::secrets::scrub(&why)))
+                }
+                ProbeFailure::Unanswered(why) => Failure::Unreachable(crate::secrets::scrub(&why)),
+            })
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings librdkafka refuses are refused before any broker is asked, so no wait can help:
+    /// the wait ends at once with librdkafka's reason, which names the setting.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn kafka_settings_librdkafka_refuses_end_the_wait_at_once() {
+        let board = StatusBoard::default();
+        for (key, value, reason) in [
+            ("no.such.property", "1", "No such configuration property"),
+            ("fetch.max.bytes", "1024", "`fetch.max.bytes` must be >="),
+            ("enable.auto.commit", "maybe", "enable.auto.commit"),
+        ] {
+            let mut config = rdkafka::ClientConfig::new();
+            // Nothing listens on port 1: a wait for it would never end.
+            config
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set(key, value);
+            let waited =
+                tokio::time::timeout(RETRY_EVERY * 2, wait_for_topic(&config, "commands", &board))
+                    .await
+                    .unwrap_or_else(|_| panic!("{key}={value}: still waiting for the brokers"));
+            let error = waited.expect_err(key).to_string();
+            assert!(
+                error.contains("librdkafka refused the Kafka client settings")
+                    && error.contains(reason),
+                "{key}={value}: {error}"
+            );
+        }
+    }
 }
