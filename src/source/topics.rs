@@ -44,7 +44,8 @@ where
         .collect())
 }
 
-/// Why a metadata request for a topic got no answer.
+/// Why a metadata probe for a topic has no answer: the settings were refused, or the brokers did
+/// not answer.
 #[derive(Debug)]
 pub enum ProbeFailure {
     /// librdkafka refused the client's settings (an unknown property, a bad value, two that
