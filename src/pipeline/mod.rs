@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -45,6 +46,11 @@ use stats::{Gauges, RunStats};
 pub use flow::HOLD_BEFORE_PAUSE;
 pub use settings::{Ending, RunSettings};
 pub use stats::Summary;
+
+/// How many messages already in librdkafka's queue the loop takes in a row without waiting on
+/// its signals, answers and timers. The wait polls about ten of them, which costs more than a
+/// message's own work; a burst is short enough that none of them is held back for long.
+const BURST: u32 = 64;
 
 /// A spawned task's result, routed back to the loop.
 enum Done {
@@ -102,6 +108,8 @@ pub struct Pipeline {
     pauses: u64,
     /// How many answers the cluster has given (bulk requests finished or reported early).
     answers: u64,
+    /// Messages taken in a row without the full wait (see [`BURST`]).
+    burst: u32,
 }
 
 impl Pipeline {
@@ -146,6 +154,7 @@ impl Pipeline {
             hold_end: Alarm::default(),
             pauses: 0,
             answers: 0,
+            burst: 0,
             settings,
         }
     }
@@ -256,7 +265,8 @@ impl Pipeline {
     }
 
     /// Waits for whichever comes first: a signal, a task's result, a timer, a lag change, or a
-    /// message (only while the flow reads).
+    /// message (only while the flow reads). A message already in librdkafka's queue is taken
+    /// without the wait, up to [`BURST`] in a row.
     async fn next_event<'r>(
         &mut self,
         reader: &'r Reader,
@@ -265,6 +275,14 @@ impl Pipeline {
         progress_tick: &mut tokio::time::Interval,
         until_caught_up: &mut Option<watch::Receiver<Sampled>>,
     ) -> Event<'r> {
+        let reading = !matches!(self.flow, Flow::Holding { .. });
+        if reading && self.burst < BURST {
+            if let Some(message) = reader.recv().now_or_never() {
+                self.burst += 1;
+                return Event::Message(message);
+            }
+        }
+        self.burst = 0;
         self.linger.set(self.batcher.deadline());
         self.idle_commit.set(self.source.idle_commit_at());
         let (reading, hold_until) = match self.flow {
