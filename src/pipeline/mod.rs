@@ -275,7 +275,10 @@ impl Pipeline {
         progress_tick: &mut tokio::time::Interval,
         until_caught_up: &mut Option<watch::Receiver<Sampled>>,
     ) -> Event<'r> {
-        let reading = !matches!(self.flow, Flow::Holding { .. });
+        let (reading, hold_until) = match self.flow {
+            Flow::Holding { until, .. } => (false, Some(until)),
+            Flow::Reading | Flow::Paused => (true, None),
+        };
         if reading && self.burst < BURST {
             if let Some(message) = reader.recv().now_or_never() {
                 self.burst += 1;
@@ -285,10 +288,6 @@ impl Pipeline {
         self.burst = 0;
         self.linger.set(self.batcher.deadline());
         self.idle_commit.set(self.source.idle_commit_at());
-        let (reading, hold_until) = match self.flow {
-            Flow::Holding { until, .. } => (false, Some(until)),
-            Flow::Reading | Flow::Paused => (true, None),
-        };
         self.hold_end.set(hold_until);
         let lag_changed = async {
             match until_caught_up.as_mut() {
