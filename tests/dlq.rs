@@ -360,3 +360,60 @@ async fn a_redriven_upsert_never_brings_back_a_document_deleted_since() {
     assert_eq!(stored.keys().collect::<Vec<_>>(), ["y"], "x stays deleted");
     assert_eq!(stored["y"].version, 2);
 }
+
+/// Whether the source cluster's metadata lists `topic`.
+fn topic_exists(stack: &Stack, topic: &str) -> bool {
+    use rdkafka::consumer::BaseConsumer;
+    let client: BaseConsumer = kafka_config(stack).create().expect("a metadata client");
+    !dual_indexer::source::topics::partition_ids(&client, topic, Duration::from_secs(10))
+        .expect("metadata")
+        .is_empty()
+}
+
+/// `--dlq-kafka bootstrap.servers=…` puts the dead-letter topic on another cluster, so that is
+/// where `run` creates it: the source cluster gets no dead-letter topic it never writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letter_topic_is_created_on_the_cluster_its_letters_go_to() {
+    let stack = stack();
+    let messages = generated(200, 100, 61, 0);
+    let mut seen = Vec::new();
+    for elsewhere in [false, true] {
+        let (topic, index, group) = (
+            unique("dlq-where"),
+            unique("tags-v2-dlq-where"),
+            unique("indexer"),
+        );
+        produce_topic(&stack, &topic, 1, &messages).await;
+        let mut command = indexer();
+        command
+            .args(run_args(&stack, &topic, &group, &index))
+            .arg("--until-caught-up");
+        if elsewhere {
+            // Nothing listens there: the creation fails, and no letter is needed.
+            command.args(["--dlq-kafka", "bootstrap.servers=127.0.0.1:1"]);
+        }
+        let mut child = command.guarded();
+        assert!(wait_with_timeout(&mut child, Duration::from_secs(120)).success());
+        let dlq = format!("{topic}.dlq");
+        // With the default settings the topic is there once the run ends: the check below can
+        // see a dead-letter topic that `run` created.
+        assert_eq!(
+            topic_exists(&stack, &dlq),
+            !elsewhere,
+            "dead-letter cluster elsewhere: {elsewhere}; `{dlq}` on the source cluster"
+        );
+        seen.push(format!(
+            "{}: {}",
+            if elsewhere {
+                "elsewhere"
+            } else {
+                "same cluster"
+            },
+            if elsewhere { "absent" } else { "created" }
+        ));
+    }
+    println!(
+        "RESULT dead-letter topic's cluster: on the source cluster after a run with {}",
+        seen.join("; ")
+    );
+}

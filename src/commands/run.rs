@@ -18,7 +18,7 @@ use crate::pipeline::{Ending, Pipeline, RunSettings};
 use crate::secrets::redact_url;
 use crate::sink::{BulkSink, RetryPolicy};
 use crate::source::commands::CommandSource;
-use crate::source::{group, topics};
+use crate::source::group;
 use crate::startup;
 use crate::status::{self, StatusBoard};
 use crate::transform::Schema;
@@ -315,14 +315,11 @@ async fn start_replay(
         );
     }
     check_gc_deletes(&client, args, &args.retry_policy()).await;
-    let creation = {
-        let (kafka, topic) = (kafka.clone(), settings.dlq_topic.clone());
-        tokio::spawn(async move {
-            if let Err(e) = topics::ensure_topic(&kafka, &topic, 1).await {
-                tracing::warn!(target: LOG_TARGET, %topic, error = %e, "could not create the dead-letter topic; relying on the broker to create it");
-            }
-        })
-    };
+    let mut dlq_config = kafka.clone();
+    for (key, value) in &settings.dlq_kafka {
+        dlq_config.set(key, value);
+    }
+    let dlq = DeadLetterQueue::creating_topic(&dlq_config, &settings.dlq_topic, &settings.topic)?;
     let sink = BulkSink::new(
         client.clone(),
         &args.index,
@@ -348,12 +345,6 @@ async fn start_replay(
         args.monitor_settings(),
     )?;
     board.follow_lag(lag_status.clone());
-    let mut dlq_config = kafka.clone();
-    for (key, value) in &settings.dlq_kafka {
-        dlq_config.set(key, value);
-    }
-    let dlq = DeadLetterQueue::new(&dlq_config, &settings.dlq_topic, &settings.topic)?
-        .created_by(creation);
     let pipeline = Pipeline::new(source, sink, dlq, settings, board);
     Ok((pipeline, client, lag_status))
 }

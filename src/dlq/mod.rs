@@ -32,12 +32,19 @@ pub mod letter;
 pub use letter::{DeadLetter, ErrorClass};
 
 use crate::backoff::backoff;
+use crate::source::topics;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tokio::sync::OnceCell;
+
+/// How long the first letter waits for the dead-letter topic's creation (creating a topic took
+/// the test broker 0.1 s).
+const CREATION_WAIT: Duration = Duration::from_secs(2);
 
 /// Headers longer than this are cut, so one huge reason cannot make the dead letter itself too large.
 const MAX_REASON_BYTES: usize = 4096;
@@ -120,53 +127,97 @@ const CONSUMER_ONLY: &[&str] = &[
     "check.crcs",
 ];
 
+/// The dead-letter producer's settings from the shared ones.
+fn producer_settings(shared: &ClientConfig) -> ClientConfig {
+    let mut config = shared.clone();
+    // The shared `--kafka` settings may hold consumer-only properties; librdkafka warns about
+    // each one a producer is given.
+    for key in CONSUMER_ONLY {
+        config.remove(key);
+    }
+    config.set("acks", "all");
+    // A dead letter that takes longer is retried by the pipeline, loudly; `--dlq-kafka` may
+    // choose another bound.
+    if config.get("message.timeout.ms").is_none() {
+        config.set("message.timeout.ms", "30000");
+    }
+    config
+}
+
+fn refused(e: rdkafka::error::KafkaError) -> anyhow::Error {
+    anyhow::anyhow!("creating the dead-letter producer: {e}")
+}
+
 impl DeadLetterQueue {
-    /// A producer for `topic`, recording `source_topic` as every entry's origin.
+    /// A producer for `topic`, recording `source_topic` as every entry's origin. The settings are
+    /// checked now, so a bad `--dlq-kafka` stops the start rather than the first dead letter.
     pub fn new(config: &ClientConfig, topic: &str, source_topic: &str) -> anyhow::Result<Self> {
-        let mut config = config.clone();
-        // The shared `--kafka` settings may hold consumer-only properties; librdkafka warns about
-        // each one a producer is given.
-        for key in CONSUMER_ONLY {
-            config.remove(key);
-        }
-        config.set("acks", "all");
-        // A dead letter that takes longer is retried by the pipeline, loudly; `--dlq-kafka` may
-        // choose another bound.
-        if config.get("message.timeout.ms").is_none() {
-            config.set("message.timeout.ms", "30000");
-        }
-        // The settings are checked now, so a bad `--dlq-kafka` stops the start rather than the
-        // first dead letter; a plain producer has no polling thread to start and stop. (The
-        // threaded producer's thread polls in 100 ms windows, and rdkafka 0.39 rounds the
-        // window's last millisecond down to a zero timeout, so the thread spins through it:
-        // 10 ms of CPU a second, measured with `perf` on an idle `run`.)
-        config
-            .create::<BaseProducer>()
-            .map_err(|e| anyhow::anyhow!("creating the dead-letter producer: {e}"))?;
-        Ok(Self {
+        let config = producer_settings(config);
+        // A plain producer has no polling thread to start and stop. (The threaded producer's
+        // thread polls in 100 ms windows, and rdkafka 0.39 rounds the window's last millisecond
+        // down to a zero timeout, so the thread spins through it: 10 ms of CPU a second,
+        // measured with `perf` on an idle `run`.)
+        config.create::<BaseProducer>().map_err(refused)?;
+        Ok(Self::checked(config, topic, source_topic))
+    }
+
+    /// [`Self::new`], and creates `topic` with one partition unless it exists, in the
+    /// background: the first letter waits for it (see [`CREATION_WAIT`]), the caller does not.
+    /// One client made from the dead-letter settings both checks them and creates the topic, so
+    /// the topic is made on the cluster its letters go to (`--dlq-kafka bootstrap.servers` may
+    /// name another than the source's), and the start connects no client only to check
+    /// settings. Needs a Tokio runtime.
+    pub fn creating_topic(
+        config: &ClientConfig,
+        topic: &str,
+        source_topic: &str,
+    ) -> anyhow::Result<Self> {
+        let config = producer_settings(config);
+        // librdkafka's admin client is a producer: creating it checks the settings as a
+        // producer would take them.
+        let admin: AdminClient<DefaultClientContext> = config.create().map_err(refused)?;
+        let name = topic.to_owned();
+        let creation = tokio::spawn(async move {
+            if let Err(e) = topics::create_topic(&admin, &name, 1).await {
+                tracing::warn!(topic = %name, error = %e, "could not create the dead-letter topic; relying on the broker to create it");
+            }
+        });
+        Ok(Self::checked(config, topic, source_topic).created_by(creation))
+    }
+
+    fn checked(config: ClientConfig, topic: &str, source_topic: &str) -> Self {
+        Self {
             config,
             producer: Arc::new(OnceCell::new()),
             creation: None,
             topic: topic.to_owned(),
             source_topic: source_topic.to_owned(),
-        })
+        }
     }
 
     /// Has the first letter wait for `creation`, the task creating the topic. The replay need
     /// not wait for it to start: creating a topic took the test broker 0.1 s, a tenth of a
     /// replay's start-up, and most runs write no dead letter at all.
-    pub fn created_by(mut self, creation: tokio::task::JoinHandle<()>) -> Self {
+    fn created_by(mut self, creation: tokio::task::JoinHandle<()>) -> Self {
         // Shared, so that every wait sees the same creation: a wait given up (its letter's
         // partition revoked) leaves it for the next.
         self.creation = Some(creation.map(|_| ()).boxed().shared());
         self
     }
 
-    /// Waits for the topic's creation, if one was started. Its failure was logged; the broker
-    /// may still create the topic itself.
+    /// Waits for the topic's creation, if one was started, for at most [`CREATION_WAIT`]. Its
+    /// failure was logged; the broker may still create the topic itself. A creation not answered
+    /// by then (the dead-letter cluster is slow or unreachable) is left to finish on its own, and
+    /// the letter is written without it, so that its own failures are reported as they happen.
     async fn topic_created(&self) {
         if let Some(creation) = self.creation.clone() {
-            creation.await;
+            if tokio::time::timeout(CREATION_WAIT, creation).await.is_err() {
+                tracing::warn!(
+                    dlq_topic = %self.topic,
+                    "the dead-letter topic's creation is not answered after {} s; writing the letter without waiting for it",
+                    CREATION_WAIT.as_secs()
+                );
+            }
         }
     }
 

@@ -14,6 +14,15 @@ pub async fn ensure_topic(
     partitions: i32,
 ) -> anyhow::Result<bool> {
     let admin: AdminClient<DefaultClientContext> = config.create()?;
+    create_topic(&admin, topic, partitions).await
+}
+
+/// [`ensure_topic`] through a client the caller already has.
+pub async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<bool> {
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&new], &options).await?;
