@@ -5,8 +5,9 @@
 //! Rather than exit, or sit silent until a client library's own timeout, `run` tries again every
 //! [`RETRY_EVERY`], names the address and the error at the first failure and again every
 //! [`REPEAT_EVERY`], and shows the same on `/healthz`, `/readyz` and `/status`. An answer that
-//! waiting cannot change (credentials refused, Kafka settings librdkafka refuses) ends the wait with
-//! that error.
+//! waiting cannot change (credentials refused, a version outside the supported range) ends the
+//! wait with that error; Kafka settings librdkafka refuses end the start before any wait (see
+//! [`crate::source::commands::CommandSource::connect`]).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use elasticsearch::Elasticsearch;
 
 use crate::es::cluster::{self, Cluster, ProbeError, Role};
-use crate::source::topics::ProbeFailure;
+use crate::lag::monitor::OffsetsClient;
 use crate::status::StatusBoard;
 
 /// Time between two attempts.
@@ -97,64 +98,31 @@ pub async fn wait_for_cluster(
     Ok(cluster)
 }
 
-/// Waits until the brokers answer a metadata request for `topic`, and returns its partition
-/// count: `None` when the brokers know no partition of it (it may not exist yet).
-pub async fn wait_for_topic(
-    config: &rdkafka::ClientConfig,
+/// Waits until the brokers at `brokers` answer a metadata request for `topic` through
+/// `client`, and returns its partition count: `None` when the brokers know no partition of it
+/// (it may not exist yet).
+pub async fn wait_for_topic<K>(
+    client: K,
+    brokers: &str,
     topic: &str,
     board: &StatusBoard,
-) -> anyhow::Result<Option<i32>> {
-    let brokers = config.get("bootstrap.servers").unwrap_or("?").to_owned();
+) -> anyhow::Result<Option<i32>>
+where
+    K: OffsetsClient + Clone + 'static,
+{
     let what = format!("the Kafka brokers at {brokers}");
     tracing::info!(topic, "connecting to {what}");
     wait_for(&what, board, || {
-        let (config, topic) = (config.clone(), topic.to_owned());
+        let (client, topic) = (client.clone(), topic.to_owned());
         async move {
-            tokio::task::spawn_blocking(move || {
-                crate::source::topics::probe_partitions(&config, &topic, RETRY_EVERY)
-            })
-            .await
-            .map_err(|e| Failure::Fatal(e.into()))?
-            .map_err(|e| match e {
-                ProbeFailure::Settings(why) => {
-                    Failure::Fatal(anyhow::anyhow!(crate::secrets::scrub(&why)))
-                }
-                ProbeFailure::Unanswered(why) => Failure::Unreachable(crate::secrets::scrub(&why)),
-            })
+            let partitions = tokio::task::spawn_blocking(move || client.partitions(&topic))
+                .await
+                .map_err(|e| Failure::Fatal(e.into()))?
+                .map_err(|e| {
+                    Failure::Unreachable(crate::secrets::scrub(&format!("no metadata: {e}")))
+                })?;
+            Ok((!partitions.is_empty()).then_some(partitions.len() as i32))
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Settings librdkafka refuses are refused before any broker is asked, so no wait can help:
-    /// the wait ends at once with librdkafka's reason, which names the setting.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn kafka_settings_librdkafka_refuses_end_the_wait_at_once() {
-        let board = StatusBoard::default();
-        for (key, value, reason) in [
-            ("no.such.property", "1", "No such configuration property"),
-            ("fetch.max.bytes", "1024", "`fetch.max.bytes` must be >="),
-            ("enable.auto.commit", "maybe", "enable.auto.commit"),
-        ] {
-            let mut config = rdkafka::ClientConfig::new();
-            // Nothing listens on port 1: a wait for it would never end.
-            config
-                .set("bootstrap.servers", "127.0.0.1:1")
-                .set(key, value);
-            let waited =
-                tokio::time::timeout(RETRY_EVERY * 2, wait_for_topic(&config, "commands", &board))
-                    .await
-                    .unwrap_or_else(|_| panic!("{key}={value}: still waiting for the brokers"));
-            let error = waited.expect_err(key).to_string();
-            assert!(
-                error.contains("librdkafka refused the Kafka client settings")
-                    && error.contains(reason),
-                "{key}={value}: {error}"
-            );
-        }
-    }
 }

@@ -290,8 +290,9 @@ async fn a_run_leaves_its_group_even_while_lag_samples_run_back_to_back() {
     });
     produce_topic(&stack, &topic, 3, &messages).await;
     let config = kafka_config(&stack);
-    let source =
-        CommandSource::subscribe(&config, &group, &topic, None, Duration::from_secs(5)).unwrap();
+    let mut source =
+        CommandSource::connect(&config, &group, &topic, Duration::from_secs(5)).unwrap();
+    source.subscribe(None).unwrap();
     let reader = source.reader();
     tokio::time::timeout(Duration::from_secs(60), reader.recv())
         .await

@@ -267,7 +267,16 @@ async fn start_replay(
         tracing::info!(target: LOG_TARGET, %addr, "serving /healthz, /readyz and /status");
         tokio::spawn(status::serve(listener, Arc::clone(&board)));
     }
-    let partitions = startup::wait_for_topic(&kafka, &settings.topic, &board).await?;
+    // The replay's consumer, made first: the wait for the brokers asks through it.
+    let mut source = CommandSource::connect(
+        &kafka,
+        &settings.group,
+        &settings.topic,
+        settings.commit_interval,
+    )?;
+    let brokers = kafka.get("bootstrap.servers").unwrap_or("?");
+    let partitions =
+        startup::wait_for_topic(source.monitor_handle(), brokers, &settings.topic, &board).await?;
     if partitions.is_none() {
         tracing::warn!(target: LOG_TARGET, topic = %settings.topic, "the topic has no partitions yet (does it exist?); its partitions are read once it has some");
     }
@@ -332,13 +341,7 @@ async fn start_replay(
         args.lag.interval(),
         Arc::clone(&board),
     ));
-    let source = CommandSource::subscribe(
-        &kafka,
-        &settings.group,
-        &settings.topic,
-        settings.partitions_recorded,
-        settings.commit_interval,
-    )?;
+    source.subscribe(settings.partitions_recorded)?;
     let lag_status = lag::spawn_monitor(
         Box::new(source.monitor_handle()),
         &kafka,

@@ -151,10 +151,11 @@ impl Reader {
 }
 
 /// The replay's consumer, lent to the lag monitor so that `run` keeps no second client for its
-/// own group. The handle is weak: the monitor holds the consumer only while one call runs, so it
+/// own group (and, before it subscribes, to the start's wait for the topic). The handle is weak: the monitor holds the consumer only while one call runs, so it
 /// never keeps the group membership alive past [`CommandSource::close`]. Once the close begins,
 /// no call starts ([`ClientClosed`]), and one in flight gives up after [`LENT_CALL_TIMEOUT`]:
 /// the close waits for it, and a sample must not use up the close's own time limit.
+#[derive(Clone)]
 pub struct MonitorHandle {
     consumer: Weak<StreamConsumer<IndexerContext>>,
     closing: Arc<AtomicBool>,
@@ -197,13 +198,15 @@ impl OffsetsClient for MonitorHandle {
 }
 
 impl CommandSource {
-    /// Subscribes `group` to `topic`. With offset versions, `partitions_recorded` is the
-    /// partition count the index was built from; a message from past it stops the run.
-    pub fn subscribe(
+    /// The consumer of `topic` for `group`, not yet a member of it: the start reads the topic's
+    /// metadata through it ([`Self::monitor_handle`]) before [`Self::subscribe`] joins the group,
+    /// so no client is made only to ask whether the brokers answer. Settings librdkafka refuses
+    /// (an unknown property, a bad value, two that contradict each other, a certificate file it
+    /// cannot load) end the start here: no broker was asked, and asking again cannot help.
+    pub fn connect(
         kafka_config: &ClientConfig,
         group: &str,
         topic: &str,
-        partitions_recorded: Option<i32>,
         commit_interval: Duration,
     ) -> anyhow::Result<Self> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
@@ -213,14 +216,18 @@ impl CommandSource {
         let max_poll_interval_ms = config
             .get("max.poll.interval.ms")
             .and_then(|ms| ms.parse().ok());
-        let consumer = kafka::subscribe(&config, context, topic)
-            .map_err(|e| anyhow::anyhow!("subscribing to `{topic}`: {e}"))?;
+        let consumer = kafka::create(&config, context).map_err(|e| {
+            anyhow::anyhow!(crate::secrets::scrub(&format!(
+                "librdkafka refused the Kafka client settings (--kafka, the [kafka] table of \
+                 --config, or a DUAL_INDEXER_KAFKA_* secret): {e}"
+            )))
+        })?;
         Ok(Self {
             topic: topic.to_owned(),
             consumer: Arc::new(consumer),
             tracker,
             rebalanced,
-            partitions_recorded,
+            partitions_recorded: None,
             commit_interval,
             max_poll_interval_ms,
             last_commit: None,
@@ -228,6 +235,15 @@ impl CommandSource {
             commit_task: None,
             closing: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Subscribes the group to the topic. With offset versions, `partitions_recorded` is the
+    /// partition count the index was built from; a message from past it stops the run.
+    pub fn subscribe(&mut self, partitions_recorded: Option<i32>) -> anyhow::Result<()> {
+        self.partitions_recorded = partitions_recorded;
+        self.consumer
+            .subscribe(&[self.topic.as_str()])
+            .map_err(|e| anyhow::anyhow!("subscribing to `{}`: {e}", self.topic))
     }
 
     /// The consumer as the lag monitor reads our group's offsets through it (see
@@ -440,4 +456,35 @@ fn commit_now(
             (*partition, *offset, error)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings librdkafka refuses end the start before any broker is asked (nothing listens on
+    /// port 1, so a wait for it would never end), with librdkafka's reason, which names the
+    /// setting.
+    #[test]
+    fn kafka_settings_librdkafka_refuses_end_the_start_at_once() {
+        for (key, value, reason) in [
+            ("no.such.property", "1", "No such configuration property"),
+            ("fetch.max.bytes", "1024", "`fetch.max.bytes` must be >="),
+            ("enable.auto.commit", "maybe", "enable.auto.commit"),
+        ] {
+            let mut config = ClientConfig::new();
+            config
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .set(key, value);
+            let error = CommandSource::connect(&config, "g", "commands", Duration::from_secs(1))
+                .err()
+                .unwrap_or_else(|| panic!("{key}={value}: accepted"))
+                .to_string();
+            assert!(
+                error.contains("librdkafka refused the Kafka client settings")
+                    && error.contains(reason),
+                "{key}={value}: {error}"
+            );
+        }
+    }
 }

@@ -199,13 +199,10 @@ pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Durati
     }
 }
 
-/// Creates the consumer and subscribes it to `topic`.
-pub fn subscribe(
+/// Creates the consumer; it joins no group before it subscribes.
+pub fn create(
     config: &ClientConfig,
     context: IndexerContext,
-    topic: &str,
 ) -> KafkaResult<StreamConsumer<IndexerContext>> {
-    let consumer: StreamConsumer<IndexerContext> = config.create_with_context(context)?;
-    consumer.subscribe(&[topic])?;
-    Ok(consumer)
+    config.create_with_context(context)
 }

@@ -53,47 +53,6 @@ where
         .collect())
 }
 
-/// Why a metadata probe for a topic has no answer: the settings were refused, or the brokers did
-/// not answer.
-#[derive(Debug)]
-pub enum ProbeFailure {
-    /// librdkafka refused the client's settings (an unknown property, a bad value, two that
-    /// contradict each other, a certificate file it cannot load). No broker was asked, and
-    /// asking again cannot help.
-    Settings(String),
-    /// The brokers did not answer in time, naming them.
-    Unanswered(String),
-}
-
-/// One metadata request for `topic` (blocking): its partition count, `None` if the brokers know
-/// no partition of it, or why there is no answer.
-pub fn probe_partitions(
-    config: &ClientConfig,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Option<i32>, ProbeFailure> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let brokers = config.get("bootstrap.servers").unwrap_or("?");
-    let consumer: BaseConsumer = config.create().map_err(|e| {
-        ProbeFailure::Settings(format!(
-            "librdkafka refused the Kafka client settings (--kafka, the [kafka] table of --config, \
-             or a DUAL_INDEXER_KAFKA_* secret): {e}"
-        ))
-    })?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        ProbeFailure::Unanswered(format!(
-            "no metadata from {brokers} within {}s: {e}",
-            timeout.as_secs()
-        ))
-    })?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len());
-    Ok((partitions > 0).then_some(partitions as i32))
-}
-
 /// One message read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Record {
