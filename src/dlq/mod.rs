@@ -397,6 +397,23 @@ mod tests {
             .expect("every wait ends once the topic is created");
     }
 
+    /// A creation that is never answered (a dead-letter cluster that does not answer) holds the
+    /// first letter for [`CREATION_WAIT`], not for librdkafka's whole request timeout.
+    #[tokio::test]
+    async fn an_unanswered_creation_holds_the_first_letter_only_so_long() {
+        let creation = tokio::spawn(futures::future::pending::<()>());
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:9");
+        let dlq = DeadLetterQueue::new(&config, "commands.dlq", "commands")
+            .expect("a producer config")
+            .created_by(creation);
+        let started = std::time::Instant::now();
+        tokio::time::timeout(CREATION_WAIT * 3, dlq.topic_created())
+            .await
+            .expect("the wait for the creation ends by itself");
+        assert!(started.elapsed() >= CREATION_WAIT);
+    }
+
     #[test]
     fn reasons_are_cut_on_a_character_boundary() {
         assert_eq!(cut("abc", 10), "abc");
