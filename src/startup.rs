@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use elasticsearch::Elasticsearch;
 
 use crate::es::cluster::{self, Cluster, ProbeError, Role};
-use crate::lag::monitor::OffsetsClient;
+use crate::source::commands::MonitorHandle;
 use crate::status::StatusBoard;
 
 /// Time between two attempts.
@@ -101,26 +101,24 @@ pub async fn wait_for_cluster(
 /// Waits until the brokers at `brokers` answer a metadata request for `topic` through
 /// `client`, and returns its partition count: `None` when the brokers know no partition of it
 /// (it may not exist yet).
-pub async fn wait_for_topic<K>(
-    client: K,
+pub async fn wait_for_topic(
+    client: MonitorHandle,
     brokers: &str,
     topic: &str,
     board: &StatusBoard,
-) -> anyhow::Result<Option<i32>>
-where
-    K: OffsetsClient + Clone + 'static,
-{
+) -> anyhow::Result<Option<i32>> {
     let what = format!("the Kafka brokers at {brokers}");
     tracing::info!(topic, "connecting to {what}");
     wait_for(&what, board, || {
         let (client, topic) = (client.clone(), topic.to_owned());
         async move {
-            let partitions = tokio::task::spawn_blocking(move || client.partitions(&topic))
-                .await
-                .map_err(|e| Failure::Fatal(e.into()))?
-                .map_err(|e| {
-                    Failure::Unreachable(crate::secrets::scrub(&format!("no metadata: {e}")))
-                })?;
+            let partitions =
+                tokio::task::spawn_blocking(move || client.partitions_within(&topic, RETRY_EVERY))
+                    .await
+                    .map_err(|e| Failure::Fatal(e.into()))?
+                    .map_err(|e| {
+                        Failure::Unreachable(crate::secrets::scrub(&format!("no metadata: {e}")))
+                    })?;
             Ok((!partitions.is_empty()).then_some(partitions.len() as i32))
         }
     })

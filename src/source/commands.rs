@@ -173,6 +173,16 @@ impl MonitorHandle {
     }
 }
 
+impl MonitorHandle {
+    /// The partition ids of `topic`, waiting at most `timeout` for the brokers: the start's wait
+    /// for the topic allows a broker more time than a lag sample does. A new consumer's first
+    /// request waits for its connection and its group coordinator lookup, and under load the
+    /// test broker took more than 3 s to answer it.
+    pub fn partitions_within(&self, topic: &str, timeout: Duration) -> anyhow::Result<Vec<i32>> {
+        Ok(topics::partition_ids(&*self.consumer()?, topic, timeout)?)
+    }
+}
+
 impl OffsetsClient for MonitorHandle {
     fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
         Ok(topics::partition_ids(
