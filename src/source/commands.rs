@@ -151,10 +151,11 @@ impl Reader {
 }
 
 /// The replay's consumer, lent to the lag monitor so that `run` keeps no second client for its
-/// own group (and, before it subscribes, to the start's wait for the topic). The handle is weak: the monitor holds the consumer only while one call runs, so it
-/// never keeps the group membership alive past [`CommandSource::close`]. Once the close begins,
-/// no call starts ([`ClientClosed`]), and one in flight gives up after [`LENT_CALL_TIMEOUT`]:
-/// the close waits for it, and a sample must not use up the close's own time limit.
+/// own group (and, before it subscribes, to the start's wait for the topic). The handle is weak:
+/// the monitor holds the consumer only while one call runs, so it never keeps the group
+/// membership alive past [`CommandSource::close`]. Once the close begins, no call starts
+/// ([`ClientClosed`]), and one in flight gives up after [`LENT_CALL_TIMEOUT`]: the close waits
+/// for it, and a sample must not use up the close's own time limit.
 #[derive(Clone)]
 pub struct MonitorHandle {
     consumer: Weak<StreamConsumer<IndexerContext>>,
@@ -171,9 +172,7 @@ impl MonitorHandle {
         }
         Ok(self.consumer.upgrade().ok_or(ClientClosed)?)
     }
-}
 
-impl MonitorHandle {
     /// The partition ids of `topic`, waiting at most `timeout` for the brokers: the start's wait
     /// for the topic allows a broker more time than a lag sample does. A new consumer's first
     /// request waits for its connection and its group coordinator lookup, and under load the
@@ -185,11 +184,7 @@ impl MonitorHandle {
 
 impl OffsetsClient for MonitorHandle {
     fn partitions(&self, topic: &str) -> anyhow::Result<Vec<i32>> {
-        Ok(topics::partition_ids(
-            &*self.consumer()?,
-            topic,
-            LENT_CALL_TIMEOUT,
-        )?)
+        self.partitions_within(topic, LENT_CALL_TIMEOUT)
     }
 
     fn committed(
@@ -226,12 +221,13 @@ impl CommandSource {
         let max_poll_interval_ms = config
             .get("max.poll.interval.ms")
             .and_then(|ms| ms.parse().ok());
-        let consumer = kafka::create(&config, context).map_err(|e| {
-            anyhow::anyhow!(crate::secrets::scrub(&format!(
-                "librdkafka refused the Kafka client settings (--kafka, the [kafka] table of \
+        let consumer: StreamConsumer<IndexerContext> =
+            config.create_with_context(context).map_err(|e| {
+                anyhow::anyhow!(crate::secrets::scrub(&format!(
+                    "librdkafka refused the Kafka client settings (--kafka, the [kafka] table of \
                  --config, or a DUAL_INDEXER_KAFKA_* secret): {e}"
-            )))
-        })?;
+                )))
+            })?;
         Ok(Self {
             topic: topic.to_owned(),
             consumer: Arc::new(consumer),

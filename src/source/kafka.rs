@@ -15,7 +15,6 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::offsets::OffsetTracker;
@@ -197,12 +196,4 @@ pub async fn close(consumer: Arc<StreamConsumer<IndexerContext>>, within: Durati
             "the group coordinator did not confirm this member's leave in time; exiting anyway (the group rebalances when the session expires)"
         ),
     }
-}
-
-/// Creates the consumer; it joins no group before it subscribes.
-pub fn create(
-    config: &ClientConfig,
-    context: IndexerContext,
-) -> KafkaResult<StreamConsumer<IndexerContext>> {
-    config.create_with_context(context)
 }
